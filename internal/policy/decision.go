@@ -1,0 +1,129 @@
+package policy
+
+// Header names this package produces, lower-case because Envoy carries header keys lower-cased
+// (HTTP/2 and ext_proc alike) and the processor sends them as they are.
+const (
+	HeaderVary                  = "vary"
+	HeaderOrigin                = "origin"
+	HeaderAllowOrigin           = "access-control-allow-origin"
+	HeaderAllowCredentials      = "access-control-allow-credentials"
+	HeaderAllowMethods          = "access-control-allow-methods"
+	HeaderAllowHeaders          = "access-control-allow-headers"
+	HeaderExposeHeaders         = "access-control-expose-headers"
+	HeaderMaxAge                = "access-control-max-age"
+	HeaderAllowPrivateNetwork   = "access-control-allow-private-network"
+	HeaderRequestMethod         = "access-control-request-method"
+	HeaderRequestHeaders        = "access-control-request-headers"
+	HeaderRequestPrivateNetwork = "access-control-request-private-network"
+	VaryOrigin                  = "Origin"
+)
+
+// Request holds what the policy reads from the request headers (semantics section 2). The
+// caller fills it with the first value of each header; an empty Origin means absent.
+type Request struct {
+	Method        string // the :method pseudo-header
+	Origin        string // first Origin value; "" when absent or empty
+	RequestMethod string // access-control-request-method
+	// HasRequestMethod reports whether access-control-request-method was present at all: the
+	// preflight test (section 6) asks for its presence, not for a non-empty value.
+	HasRequestMethod      bool
+	RequestHeaders        string // access-control-request-headers, "" when absent
+	RequestPrivateNetwork string // access-control-request-private-network, "" when absent
+}
+
+// Header is one header field to set.
+type Header struct {
+	Name  string
+	Value string
+}
+
+// maxHeaders is the most header fields one decision sets: the preflight answer's ACAO, Vary,
+// ACAC, ACAH, ACAM, ACMA and ACAPN (section 7).
+const maxHeaders = 7
+
+// Headers is an ordered, fixed-capacity list of header fields. It is a value, not a slice, so
+// that a decision is returned without allocating.
+type Headers struct {
+	n int
+	a [maxHeaders]Header
+}
+
+// Len returns the number of header fields.
+func (h *Headers) Len() int { return h.n }
+
+// At returns the i-th header field.
+func (h *Headers) At(i int) Header { return h.a[i] }
+
+// Get returns the value of the first field named name, and whether there was one.
+func (h *Headers) Get(name string) (string, bool) {
+	for i := 0; i < h.n; i++ {
+		if h.a[i].Name == name {
+			return h.a[i].Value, true
+		}
+	}
+	return "", false
+}
+
+func (h *Headers) add(name, value string) {
+	h.a[h.n] = Header{Name: name, Value: value}
+	h.n++
+}
+
+// Action says what the processor does with the request.
+type Action uint8
+
+const (
+	// ActionPass lets the request through untouched and needs nothing from the response phase:
+	// the processor skips it (a preflight passed upstream with preflight_continue, a request
+	// without Origin when allow_origin_absent is false, or one without Origin under an unusable
+	// policy).
+	ActionPass Action = iota
+	// ActionAnswer answers the request at once with RequestDecision.Status and .Headers
+	// (semantics section 7, or 403 for an unusable policy, section 10).
+	ActionAnswer
+	// ActionDecorate lets the request through; its response is changed by Policy.Decorate.
+	ActionDecorate
+)
+
+// Kind classifies a decision for metrics and logs.
+type Kind uint8
+
+const (
+	KindActual             Kind = iota // an actual (non-preflight) request
+	KindPreflightAnswered              // a preflight answered at once
+	KindPreflightForwarded             // a preflight passed upstream (preflight_continue)
+	KindIgnored                        // no Origin and allow_origin_absent false: no CORS treatment
+)
+
+// OriginResult says how the request Origin fared against the policy's origins.
+type OriginResult uint8
+
+const (
+	OriginAbsent   OriginResult = iota // no (or an empty) Origin
+	OriginAllowed                      // allowed: by allow-all, `*` in the list, the single literal, or a match
+	OriginRejected                     // present and not allowed
+)
+
+// RequestDecision is the outcome of the request phase.
+type RequestDecision struct {
+	Action  Action
+	Kind    Kind
+	Origin  OriginResult
+	Status  int     // ActionAnswer only: the HTTP status of the answer
+	Headers Headers // ActionAnswer only: the answer's header fields, in order
+}
+
+// ResponseDecision is the change to make to an actual response (semantics section 8).
+type ResponseDecision struct {
+	// Set holds header fields that replace any upstream field of the same name.
+	Set Headers
+	// AppendVary asks for `vary: Origin` to be added beside the upstream's Vary.
+	AppendVary bool
+	// RemoveAllowOrigin asks for any upstream access-control-allow-origin to be removed.
+	RemoveAllowOrigin bool
+}
+
+// Empty reports whether the decision changes nothing.
+func (d *ResponseDecision) Empty() bool {
+	return d.Set.n == 0 && !d.AppendVary && !d.RemoveAllowOrigin
+}
