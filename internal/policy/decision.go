@@ -111,6 +111,9 @@ type RequestDecision struct {
 	Origin  OriginResult
 	Status  int     // ActionAnswer only: the HTTP status of the answer
 	Headers Headers // ActionAnswer only: the answer's header fields, in order
+	// Matched is the index of the origins element that allowed the Origin (the first one that
+	// matches, or the `*`), for tooling and logs; -1 when none did or there is no list.
+	Matched int
 }
 
 // ResponseDecision is the change to make to an actual response (semantics section 8).

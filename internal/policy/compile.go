@@ -1,0 +1,244 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Policy is a compiled, immutable CORS policy. Its methods are safe for concurrent use. Every
+// header value it can produce, other than an echoed request value, is computed by Compile.
+type Policy struct {
+	// err is non-nil for the stand-in of a policy that failed validation (section 10); no other
+	// field is then used.
+	err error
+
+	// allowAll: origins unset, empty or exactly ["*"] (section 4.1).
+	allowAll bool
+	// star is the index of a "*" element: in a longer list it allows every present Origin
+	// (section 4.4); with allowAll it is 0 for ["*"]. -1 when there is none.
+	star int
+	// single is the one literal element, verbatim, when origins is exactly that (section 4.3);
+	// singleNorm is its normalized form, compared with the request Origin for metrics only.
+	single, singleNorm string
+	// Literal elements by normalized text, to their first index: a slice when there are few, a
+	// map when there are many so that a miss among thousands stays cheap.
+	literals   []literal
+	literalMap map[string]int
+	// others are the wildcard and regex elements, in list order.
+	others []matcher
+
+	credentials       bool
+	preflightContinue bool
+	privateNetwork    bool
+	allowOriginAbsent bool
+	status            int
+	methods           string // ACAM value; "" sends none
+	headers           string // ACAH value; "" copies the request's ACRH
+	exposed           string // ACEH value; "" sends none
+	maxAge            string // ACMA value; "" sends none
+}
+
+type literal struct {
+	norm  string
+	index int
+}
+
+// matcher is a wildcard or regex element; pattern.re is nil for a wildcard.
+type matcher struct {
+	index    int
+	wildcard wildcard
+	pattern  pattern
+}
+
+func (m *matcher) match(raw string, o *originParts, parsed bool) bool {
+	if m.pattern.re != nil {
+		return m.pattern.match(raw, o, parsed)
+	}
+	return parsed && m.wildcard.match(o)
+}
+
+// mapThreshold is the number of literal elements from which they are looked up in a map rather
+// than compared one by one.
+const mapThreshold = 8
+
+// Compile parses, validates and compiles a policy given as a generic map (a Struct's AsMap,
+// decoded JSON or YAML). A `ref` field here is an error. On error the *Policy is nil and the
+// error is an *InvalidError listing every problem; warnings are returned whatever the outcome.
+func Compile(m map[string]any) (*Policy, []Warning, error) {
+	p, pr := compile(m)
+	if pr.errs != nil {
+		return nil, pr.warns, &InvalidError{Problems: pr.errs}
+	}
+	return p, pr.warns, nil
+}
+
+func compile(m map[string]any) (*Policy, problems) {
+	var pr problems
+	c := parseConfig(m, &pr)
+	p := &Policy{
+		star:              -1,
+		credentials:       c.credentials,
+		preflightContinue: c.continues,
+		privateNetwork:    c.privateNet,
+		allowOriginAbsent: c.allowAbsent,
+		status:            c.status,
+		methods:           strings.Join(c.methods, ","),
+		headers:           strings.Join(c.headers, ","),
+		exposed:           strings.Join(c.exposed, ","),
+	}
+	if c.hasMaxAge {
+		p.maxAge = strconv.FormatUint(c.maxAge, 10)
+	}
+	p.compileOrigins(&c, &pr)
+	if c.credentials && (p.allowAll || p.star >= 0) {
+		pr.warn(fieldCredentials, true, "every site gets credentialed reads: with all origins "+
+			"allowed, the request's Origin is echoed in access-control-allow-origin")
+	}
+	return p, pr
+}
+
+// compileOrigins classifies and compiles the origins elements (section 3).
+func (p *Policy) compileOrigins(c *config, pr *problems) {
+	if len(c.origins) == 0 || len(c.origins) == 1 && c.origins[0] == "*" {
+		p.allowAll = true
+		if len(c.origins) == 1 {
+			p.star = 0
+		}
+		return
+	}
+	seen := make(map[string]bool)
+	for i, e := range c.origins {
+		if e == "" {
+			continue // already reported
+		}
+		path := c.originsField
+		if c.originsField == fieldOrigins {
+			path = indexed(fieldOrigins, i)
+		}
+		switch classify(e) {
+		case kindStar:
+			if p.star < 0 {
+				p.star = i
+			}
+		case kindLiteral:
+			norm := normalizeOrigin(e)
+			if !strings.Contains(e, "//") && e != "null" {
+				pr.warn(path, e, "has no scheme, so it never matches: browsers send "+
+					"scheme://host[:port], e.g. "+strconv.Quote("https://"+e))
+			}
+			if !seen[norm] {
+				seen[norm] = true
+				p.literals = append(p.literals, literal{norm: norm, index: i})
+			}
+		case kindWildcard:
+			p.others = append(p.others, matcher{index: i, wildcard: newWildcard(e)})
+		case kindRegex:
+			pat, err := compilePattern(e)
+			if err != nil {
+				pr.fail(path, e, msgRegex+err.Error())
+				continue
+			}
+			p.others = append(p.others, matcher{index: i, pattern: pat})
+			if !strings.ContainsAny(e, `\+*?()|[]{}^$`) {
+				pr.warn(path, e, accidentalRegex(e))
+			}
+		}
+	}
+	if len(c.origins) == 1 && len(p.literals) == 1 {
+		p.single, p.singleNorm = c.origins[0], p.literals[0].norm
+	}
+	if len(p.literals) >= mapThreshold {
+		p.literalMap = make(map[string]int, len(p.literals))
+		for _, l := range p.literals {
+			p.literalMap[l.norm] = l.index
+		}
+		p.literals = nil
+	}
+}
+
+// accidentalRegex explains the warning for an element that has no regex syntax but is not a
+// literal either, such as "http://my_site.test": it is matched as a regex.
+func accidentalRegex(e string) string {
+	var culprit string
+	for i := 0; i < len(e); i++ {
+		if !isLiteralByte(e[i]) {
+			r, _ := utf8.DecodeRuneInString(e[i:])
+			culprit = string(r)
+			break
+		}
+	}
+	msg := "treated as a regex, not a literal, because of " + strconv.Quote(culprit)
+	if strings.Contains(e, ".") {
+		msg += `, so each "." in it matches any character (write "\." to match a dot only)`
+	}
+	return msg
+}
+
+// ParseNamed reads the named-policy file: YAML (JSON is YAML), a flat map name → policy. Every
+// error and warning carries the policy name (`<name>: origins[0] ...`); a ref inside this file
+// is an error; an empty file is an empty set.
+//
+// A file that is not such a map gives a nil map and the error. Otherwise the map holds every
+// name: a policy that failed validation is there as Unusable(its error), so that routes naming
+// it are handled as section 10 says, and the returned *InvalidError lists the problems of all
+// of them.
+func ParseNamed(data []byte) (map[string]*Policy, []Warning, error) {
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, nil, fmt.Errorf("named policies: %w", err)
+	}
+	names := make([]string, 0, len(doc))
+	for name := range doc {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	out := make(map[string]*Policy, len(doc))
+	var warns []Warning
+	var errs []*FieldError
+	for _, name := range names {
+		m, ok := doc[name].(map[string]any)
+		if !ok {
+			fe := &FieldError{Policy: name, Value: doc[name], Message: "want a policy (a map of fields)"}
+			errs = append(errs, fe)
+			out[name] = Unusable(&InvalidError{Problems: []*FieldError{fe}})
+			continue
+		}
+		p, pr := compile(m)
+		for _, w := range pr.warns {
+			w.Policy = name
+			warns = append(warns, w)
+		}
+		if pr.errs != nil {
+			for _, fe := range pr.errs {
+				fe.Policy = name
+			}
+			errs = append(errs, pr.errs...)
+			p = Unusable(&InvalidError{Problems: pr.errs})
+		}
+		out[name] = p
+	}
+	if errs != nil {
+		return out, warns, &InvalidError{Problems: errs}
+	}
+	return out, warns, nil
+}
+
+// Unusable returns the policy that stands in for one that failed validation (section 10): no
+// Origin → ActionPass; a preflight → ActionAnswer 403 with no headers; an actual request with an
+// Origin → ActionDecorate whose decoration only removes ACAO. It grants nothing. A nil err is
+// replaced by a generic one, so that Err always tells an unusable policy apart.
+func Unusable(err error) *Policy {
+	if err == nil {
+		err = errors.New("unusable CORS policy")
+	}
+	return &Policy{err: err}
+}
+
+// Err returns the validation error of an unusable policy, and nil for a usable one.
+func (p *Policy) Err() error { return p.err }

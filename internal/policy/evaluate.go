@@ -1,0 +1,220 @@
+package policy
+
+import (
+	"math"
+	"strings"
+)
+
+// valueTrue is the value of ACAC and ACAPN.
+const valueTrue = "true"
+
+// IsPreflight reports whether r is a CORS preflight (section 6): method exactly OPTIONS, a
+// non-empty Origin and an access-control-request-method header, even an empty one.
+func IsPreflight(r *Request) bool {
+	return r.Method == "OPTIONS" && r.Origin != "" && r.HasRequestMethod
+}
+
+// grant is what sections 4 and 5 give one request Origin.
+type grant struct {
+	acao    string // "" when no ACAO is granted
+	vary    bool   // the response varies by Origin
+	acac    bool
+	origin  OriginResult
+	matched int // index of the origins element that allowed the Origin, -1 if none
+}
+
+// grant applies sections 4 and 5 to the request Origin o ("" when absent).
+func (p *Policy) grant(o string) grant {
+	g := grant{matched: -1}
+	if p.allowAll {
+		// Section 4.1, and section 5 for credentials.
+		switch {
+		case o == "":
+			g.acao = "*"
+		case p.credentials:
+			g = grant{acao: o, vary: true, acac: true, origin: OriginAllowed, matched: p.star}
+		default:
+			g = grant{acao: "*", origin: OriginAllowed, matched: p.star}
+		}
+		return g
+	}
+	g.vary = true
+	g.acac = p.credentials
+	if p.single != "" {
+		// Section 4.3: the literal whatever O is. Whether O matches only feeds metrics.
+		g.acao = p.single
+		if o != "" {
+			g.origin = OriginRejected
+			if normalizeOrigin(o) == p.singleNorm {
+				g.origin, g.matched = OriginAllowed, 0
+			}
+		}
+		return g
+	}
+	if o == "" {
+		return g
+	}
+	if p.star >= 0 {
+		// Section 4.4: `*` in a longer list allows every Origin and counts as allow-all for
+		// section 5, so credentials echo O as sent. Only Matched depends on the elements before
+		// the `*`.
+		i, _ := p.match(o, p.star)
+		if i < 0 {
+			i = p.star
+		}
+		g.acao, g.origin, g.matched = "*", OriginAllowed, i
+		if p.credentials {
+			g.acao = o
+		}
+		return g
+	}
+	i, norm := p.match(o, math.MaxInt)
+	if i < 0 {
+		g.origin = OriginRejected
+		return g
+	}
+	g.acao, g.origin, g.matched = norm, OriginAllowed, i
+	return g
+}
+
+// match returns the index of the first origins element before limit that matches the request
+// Origin o, with o's normalized form; -1 when none does. An Origin with a comma (two Origin
+// headers joined) never matches (section 2).
+func (p *Policy) match(o string, limit int) (int, string) {
+	if strings.IndexByte(o, ',') >= 0 {
+		return -1, ""
+	}
+	parts, parsed := parseOrigin(o)
+	norm := o
+	if parsed {
+		norm = parts.norm
+	}
+	best := -1
+	if p.literalMap != nil {
+		if i, ok := p.literalMap[norm]; ok && i < limit {
+			best = i
+		}
+	} else {
+		for _, l := range p.literals {
+			if l.norm == norm {
+				if l.index < limit {
+					best = l.index
+				}
+				break
+			}
+		}
+	}
+	if best >= 0 {
+		limit = best
+	}
+	for i := range p.others {
+		m := &p.others[i]
+		if m.index >= limit {
+			break
+		}
+		if m.match(o, &parts, parsed) {
+			return m.index, norm
+		}
+	}
+	return best, norm
+}
+
+// Decide is the request phase: it classifies r (section 6) and, for a preflight that is not
+// passed upstream, builds the answer (section 7). It does not allocate; an echoed request value
+// (Origin, ACRH) is the request's own string, not a copy.
+func (p *Policy) Decide(r *Request) RequestDecision {
+	if p.err != nil {
+		return p.decideUnusable(r)
+	}
+	preflight := IsPreflight(r)
+	if !preflight && r.Origin == "" && !p.allowOriginAbsent {
+		return RequestDecision{Action: ActionPass, Kind: KindIgnored, Origin: OriginAbsent, Matched: -1}
+	}
+	g := p.grant(r.Origin)
+	d := RequestDecision{Origin: g.origin, Matched: g.matched}
+	switch {
+	case !preflight:
+		d.Action, d.Kind = ActionDecorate, KindActual
+	case p.preflightContinue:
+		d.Action, d.Kind = ActionPass, KindPreflightForwarded
+	default:
+		d.Action, d.Kind, d.Status = ActionAnswer, KindPreflightAnswered, p.status
+		h := &d.Headers
+		if g.acao != "" {
+			h.add(HeaderAllowOrigin, g.acao)
+		}
+		if g.vary {
+			h.add(HeaderVary, VaryOrigin)
+		}
+		if g.acac {
+			h.add(HeaderAllowCredentials, valueTrue)
+		}
+		if p.headers != "" {
+			h.add(HeaderAllowHeaders, p.headers)
+		} else if r.RequestHeaders != "" {
+			h.add(HeaderAllowHeaders, r.RequestHeaders)
+		}
+		if p.methods != "" {
+			h.add(HeaderAllowMethods, p.methods)
+		}
+		if p.maxAge != "" {
+			h.add(HeaderMaxAge, p.maxAge)
+		}
+		if p.privateNetwork && r.RequestPrivateNetwork == valueTrue {
+			h.add(HeaderAllowPrivateNetwork, valueTrue)
+		}
+	}
+	return d
+}
+
+// decideUnusable is Decide for a policy that failed validation (section 10): nothing is
+// granted, and traffic without an Origin is left alone.
+func (p *Policy) decideUnusable(r *Request) RequestDecision {
+	switch {
+	case IsPreflight(r):
+		return RequestDecision{Action: ActionAnswer, Kind: KindPreflightAnswered, Origin: OriginRejected,
+			Status: 403, Matched: -1}
+	case r.Origin == "":
+		return RequestDecision{Action: ActionPass, Kind: KindIgnored, Origin: OriginAbsent, Matched: -1}
+	}
+	return RequestDecision{Action: ActionDecorate, Kind: KindActual, Origin: OriginRejected, Matched: -1}
+}
+
+// Decorate is the response phase of an ActionDecorate request (section 8): origin is the same
+// Request.Origin; upstreamVaryListsOrigin tells whether the upstream's Vary already lists Origin
+// or * (then no Vary is appended). It does not allocate.
+func (p *Policy) Decorate(origin string, upstreamVaryListsOrigin bool) ResponseDecision {
+	if p.err != nil {
+		return ResponseDecision{RemoveAllowOrigin: true}
+	}
+	g := p.grant(origin)
+	var d ResponseDecision
+	if g.acao != "" {
+		d.Set.add(HeaderAllowOrigin, g.acao)
+	} else {
+		d.RemoveAllowOrigin = true
+	}
+	if g.acac {
+		d.Set.add(HeaderAllowCredentials, valueTrue)
+	}
+	if p.exposed != "" {
+		d.Set.add(HeaderExposeHeaders, p.exposed)
+	}
+	d.AppendVary = g.vary && !upstreamVaryListsOrigin
+	return d
+}
+
+// VaryListsOrigin reports whether one Vary header value lists `Origin` (case-insensitive,
+// comma-separated, spaces trimmed) or `*`: then the response already varies by Origin and
+// section 4.2 adds nothing (difference 9.7 from Kong).
+func VaryListsOrigin(value string) bool {
+	for value != "" {
+		item, rest, _ := strings.Cut(value, ",")
+		item = strings.Trim(item, " \t")
+		if item == "*" || strings.EqualFold(item, VaryOrigin) {
+			return true
+		}
+		value = rest
+	}
+	return false
+}

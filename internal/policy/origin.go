@@ -1,0 +1,287 @@
+package policy
+
+import (
+	"errors"
+	"regexp"
+	"regexp/syntax"
+	"strings"
+)
+
+// originParts is a parsed origin (semantics section 3, "Normalization"). Every field is a
+// substring of the text it was parsed from, so parsing a request Origin never allocates.
+type originParts struct {
+	scheme  string // everything up to and including the first "//", e.g. "https://"
+	host    string // IPv6 hosts keep their brackets
+	port    string // without the ':'; meaningful only when hasPort
+	hasPort bool   // a port that normalization keeps (an empty one included: "http://a.test:")
+	// norm is the normalized origin, scheme://host[:port]. It is a prefix of the parsed text
+	// unless user information had to be cut out of its middle; see normalizeOrigin.
+	norm string
+}
+
+// parseOrigin splits s the way section 3 describes. ok is false when s has no "//": such a
+// value ("null", a bare host) is used as it is and has no parts.
+//
+// The authority ends at the first '/', '?', '#' or ';', which drops a path, query, fragment or
+// parameters. User information ends at the last '@' of the authority. The port follows the
+// first ':' of an unbracketed host, or the ':' right after an IPv6 host's ']'.
+func parseOrigin(s string) (p originParts, ok bool) {
+	i := strings.Index(s, "//")
+	if i < 0 {
+		return p, false
+	}
+	start := i + 2
+	end := start + strings.IndexAny(s[start:], "/?#;")
+	if end < start {
+		end = len(s)
+	}
+	hostStart := start
+	if at := strings.LastIndexByte(s[start:end], '@'); at >= 0 {
+		hostStart = start + at + 1
+	}
+	hostEnd := end
+	hostport := s[hostStart:end]
+	colon := -1
+	if strings.HasPrefix(hostport, "[") {
+		if rb := strings.IndexByte(hostport, ']'); rb >= 0 && rb+1 < len(hostport) && hostport[rb+1] == ':' {
+			colon = rb + 1
+		}
+	} else {
+		colon = strings.IndexByte(hostport, ':')
+	}
+	p.scheme = s[:start]
+	if colon >= 0 {
+		hostEnd = hostStart + colon
+		p.port = hostport[colon+1:]
+		p.hasPort = !isDefaultPort(s[:i], p.port)
+	}
+	p.host = s[hostStart:hostEnd]
+	normEnd := end
+	if !p.hasPort {
+		normEnd = hostEnd
+	}
+	if hostStart == start {
+		p.norm = s[:normEnd]
+	} else {
+		p.norm = s[:start] + s[hostStart:normEnd]
+	}
+	return p, true
+}
+
+// isDefaultPort reports whether port is the one a browser leaves out for scheme (given with
+// its ':', as it precedes "//"). The comparison is exact: nothing is lower-cased (section 3).
+func isDefaultPort(scheme, port string) bool {
+	return scheme == "http:" && port == "80" || scheme == "https:" && port == "443"
+}
+
+// normalizeOrigin returns the normalized form of s (section 3). It returns s itself, or a prefix
+// of it, without allocating, except in one case: an origin with user information
+// ("https://user:pw@host") cannot be normalized to a substring, so the result is built anew.
+// Browsers never put user information in an Origin header, so that case is left to allocate.
+func normalizeOrigin(s string) string {
+	if p, ok := parseOrigin(s); ok {
+		return p.norm
+	}
+	return s
+}
+
+// isLiteralByte reports whether c may appear in a literal origins element (section 3.2).
+func isLiteralByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '.' || c == ':' || c == '/' || c == '-'
+}
+
+func allLiteralBytes(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isLiteralByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// isSchemeText reports whether s is a plausible scheme followed by "://": the scheme part of an
+// IPv6 literal or of a wildcard subdomain element (section 3).
+func isSchemeText(s string) bool {
+	name, ok := strings.CutSuffix(s, "://")
+	if !ok || name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '+' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// isIPv6Literal reports whether e has the form scheme://[addr] or scheme://[addr]:port, addr
+// holding only hex digits, ':' and '.' (section 3.2).
+func isIPv6Literal(e string) bool {
+	lb := strings.Index(e, "://[")
+	if lb < 0 || !isSchemeText(e[:lb+3]) {
+		return false
+	}
+	rest := e[lb+4:]
+	rb := strings.IndexByte(rest, ']')
+	if rb <= 0 {
+		return false
+	}
+	for i := 0; i < rb; i++ {
+		if c := rest[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' ||
+			c == ':' || c == '.') {
+			return false
+		}
+	}
+	port, ok := strings.CutPrefix(rest[rb+1:], ":")
+	if !ok {
+		return rest[rb+1:] == ""
+	}
+	for i := 0; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// elementKind is the class of one origins element (section 3).
+type elementKind uint8
+
+const (
+	kindStar elementKind = iota
+	kindLiteral
+	kindWildcard
+	kindRegex
+)
+
+// classify returns the class of an origins element. It does not check that a regex compiles.
+func classify(e string) elementKind {
+	switch {
+	case e == "*":
+		return kindStar
+	case allLiteralBytes(e) || isIPv6Literal(e):
+		return kindLiteral
+	case isWildcard(e):
+		return kindWildcard
+	}
+	return kindRegex
+}
+
+// isWildcard reports whether e is scheme://*.rest with rest made of literal characters and
+// naming a host (section 3.3).
+func isWildcard(e string) bool {
+	i := strings.Index(e, "://*.")
+	if i < 0 || !isSchemeText(e[:i+3]) {
+		return false
+	}
+	rest := e[i+5:]
+	return rest != "" && rest[0] != ':' && rest[0] != '/' && rest[0] != '.' && allLiteralBytes(rest)
+}
+
+// wildcard matches the origins of every subdomain of one domain, with one scheme and port.
+type wildcard struct {
+	scheme  string // "https://"
+	suffix  string // ".example.com"
+	port    string
+	hasPort bool
+}
+
+// newWildcard builds the matcher of a wildcard element; e must satisfy isWildcard. The element
+// is normalized like a literal, so "https://*.example.com:443/" is "https://*.example.com".
+func newWildcard(e string) wildcard {
+	p, _ := parseOrigin(e)
+	return wildcard{scheme: p.scheme, suffix: p.host[1:], port: p.port, hasPort: p.hasPort}
+}
+
+// match reports whether the parsed request origin o is a subdomain origin of w: same scheme
+// and port, a host ending with the suffix, and at least one more label of host characters in
+// front of it.
+func (w *wildcard) match(o *originParts) bool {
+	if o.scheme != w.scheme || o.hasPort != w.hasPort || o.hasPort && o.port != w.port {
+		return false
+	}
+	front, ok := strings.CutSuffix(o.host, w.suffix)
+	return ok && isLabels(front)
+}
+
+// isLabels reports whether s is one or more non-empty dot-separated labels of letters, digits,
+// '-' and '_'.
+func isLabels(s string) bool {
+	if s == "" {
+		return false
+	}
+	prevDot := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '.' {
+			if prevDot {
+				return false
+			}
+			prevDot = true
+			continue
+		}
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+		prevDot = false
+	}
+	return !prevDot
+}
+
+// pattern is a compiled regex element (section 3.4).
+type pattern struct {
+	re *regexp.Regexp
+	// wholeOrigin: the element contains ':', so the subject is the normalized origin;
+	// otherwise it is the host alone.
+	wholeOrigin bool
+}
+
+// compilePattern anchors and compiles a regex element. The element is first parsed on its own,
+// after stripping one leading '^' and one trailing unescaped '$', so that an element such as
+// "a)|(b" is reported as invalid instead of escaping the "^(?:" … ")$" wrapper around it. An
+// error is RE2's reason alone, without the "error parsing regexp" prefix.
+func compilePattern(e string) (pattern, error) {
+	body := strings.TrimPrefix(e, "^")
+	if strings.HasSuffix(body, "$") && !escapedAt(body, len(body)-1) {
+		body = body[:len(body)-1]
+	}
+	if _, err := syntax.Parse(body, syntax.Perl); err != nil {
+		return pattern{}, regexReason(err)
+	}
+	re, err := regexp.Compile("^(?:" + body + ")$")
+	if err != nil {
+		return pattern{}, regexReason(err)
+	}
+	return pattern{re: re, wholeOrigin: strings.Contains(e, ":")}, nil
+}
+
+func regexReason(err error) error {
+	var se *syntax.Error
+	if errors.As(err, &se) {
+		return errors.New(string(se.Code))
+	}
+	return err
+}
+
+// escapedAt reports whether the byte at i is preceded by an odd number of backslashes.
+func escapedAt(s string, i int) bool {
+	n := 0
+	for i > 0 && s[i-1] == '\\' {
+		n++
+		i--
+	}
+	return n%2 == 1
+}
+
+// match reports whether the request origin (raw text, parsed when it has "//") matches.
+func (p *pattern) match(raw string, o *originParts, parsed bool) bool {
+	switch {
+	case !parsed:
+		return p.re.MatchString(raw)
+	case p.wholeOrigin:
+		return p.re.MatchString(o.norm)
+	}
+	return p.re.MatchString(o.host)
+}
