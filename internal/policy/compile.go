@@ -95,7 +95,7 @@ func compile(m map[string]any) (*Policy, problems) {
 	if c.hasMaxAge {
 		p.maxAge = strconv.FormatUint(c.maxAge, 10)
 	}
-	p.compileOrigins(&c, &pr)
+	p.compileOrigins(c.origins)
 	if c.credentials && (p.allowAll || p.star >= 0) {
 		pr.warn(fieldCredentials, true, "every site gets credentialed reads: with all origins "+
 			"allowed, the request's Origin is echoed in access-control-allow-origin")
@@ -103,55 +103,70 @@ func compile(m map[string]any) (*Policy, problems) {
 	return p, pr
 }
 
-// compileOrigins classifies and compiles the origins elements (section 3).
-func (p *Policy) compileOrigins(c *config, pr *problems) {
-	if len(c.origins) == 0 || len(c.origins) == 1 && c.origins[0] == "*" {
+// element is one valid origins element, classified and compiled (section 3).
+type element struct {
+	index   int
+	text    string
+	kind    elementKind
+	norm    string  // a literal's normalized text
+	matcher matcher // a wildcard's or regex's
+}
+
+// checkOrigin classifies and compiles the non-empty origins element e, found at index, whose
+// field path is path. It reports an invalid regex as an error, and an element that probably
+// does not mean what its author meant as a warning.
+func checkOrigin(path string, index int, e string, pr *problems) (element, bool) {
+	el := element{index: index, text: e, kind: classify(e)}
+	switch el.kind {
+	case kindLiteral:
+		el.norm = normalizeOrigin(e)
+		if !strings.Contains(e, "//") && e != "null" {
+			pr.warn(path, e, "has no scheme, so it never matches: browsers send "+
+				"scheme://host[:port], e.g. "+strconv.Quote("https://"+e))
+		}
+	case kindWildcard:
+		el.matcher = matcher{index: index, wildcard: newWildcard(e)}
+	case kindRegex:
+		pat, err := compilePattern(e)
+		if err != nil {
+			pr.fail(path, e, msgRegex+err.Error())
+			return el, false
+		}
+		el.matcher = matcher{index: index, pattern: pat}
+		if !strings.ContainsAny(e, `\+*?()|[]{}^$`) {
+			pr.warn(path, e, accidentalRegex(e))
+		}
+	}
+	return el, true
+}
+
+// compileOrigins arranges the origins elements for matching (sections 3 and 4).
+func (p *Policy) compileOrigins(origins []element) {
+	if len(origins) == 0 || len(origins) == 1 && origins[0].kind == kindStar {
 		p.allowAll = true
-		if len(c.origins) == 1 {
+		if len(origins) == 1 {
 			p.star = 0
 		}
 		return
 	}
 	seen := make(map[string]bool)
-	for i, e := range c.origins {
-		if e == "" {
-			continue // already reported
-		}
-		path := c.originsField
-		if c.originsField == fieldOrigins {
-			path = indexed(fieldOrigins, i)
-		}
-		switch classify(e) {
+	for _, el := range origins {
+		switch el.kind {
 		case kindStar:
 			if p.star < 0 {
-				p.star = i
+				p.star = el.index
 			}
 		case kindLiteral:
-			norm := normalizeOrigin(e)
-			if !strings.Contains(e, "//") && e != "null" {
-				pr.warn(path, e, "has no scheme, so it never matches: browsers send "+
-					"scheme://host[:port], e.g. "+strconv.Quote("https://"+e))
+			if !seen[el.norm] {
+				seen[el.norm] = true
+				p.literals = append(p.literals, literal{norm: el.norm, index: el.index})
 			}
-			if !seen[norm] {
-				seen[norm] = true
-				p.literals = append(p.literals, literal{norm: norm, index: i})
-			}
-		case kindWildcard:
-			p.others = append(p.others, matcher{index: i, wildcard: newWildcard(e)})
-		case kindRegex:
-			pat, err := compilePattern(e)
-			if err != nil {
-				pr.fail(path, e, msgRegex+err.Error())
-				continue
-			}
-			p.others = append(p.others, matcher{index: i, pattern: pat})
-			if !strings.ContainsAny(e, `\+*?()|[]{}^$`) {
-				pr.warn(path, e, accidentalRegex(e))
-			}
+		default:
+			p.others = append(p.others, el.matcher)
 		}
 	}
-	if len(c.origins) == 1 && len(p.literals) == 1 {
-		p.single, p.singleNorm = c.origins[0], p.literals[0].norm
+	if len(origins) == 1 && origins[0].kind == kindLiteral {
+		p.single, p.singleNorm = origins[0].text, origins[0].norm
 	}
 	if len(p.literals) >= mapThreshold {
 		p.literalMap = make(map[string]int, len(p.literals))

@@ -158,26 +158,24 @@ var defaultMethods = []string{"GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"}
 
 // config is a policy's fields, decoded and checked field by field, before compilation.
 type config struct {
-	// origins are the elements of `origins` (or the one of `origin`); an element that failed
-	// validation is "". originsField is the name used in messages: "origins" or "origin".
-	origins      []string
-	originsField string
-	methods      []string // the default when the field is unset
-	headers      []string
-	exposed      []string
-	credentials  bool
-	maxAge       uint64
-	hasMaxAge    bool
-	continues    bool // preflight_continue
-	privateNet   bool
-	allowAbsent  bool
-	status       int
+	// origins are the valid elements of `origins`, or the one of `origin`.
+	origins     []element
+	methods     []string // the default when the field is unset
+	headers     []string
+	exposed     []string
+	credentials bool
+	maxAge      uint64
+	hasMaxAge   bool
+	continues   bool // preflight_continue
+	privateNet  bool
+	allowAbsent bool
+	status      int
 }
 
 // parseConfig decodes the fields of m, reporting every problem to pr. A field set to null is
 // unset (section 1).
 func parseConfig(m map[string]any, pr *problems) config {
-	c := config{methods: defaultMethods, allowAbsent: true, status: 204, originsField: fieldOrigins}
+	c := config{methods: defaultMethods, allowAbsent: true, status: 204}
 	if v := m[fieldOrigins]; v != nil {
 		c.origins = parseOrigins(v, pr)
 	}
@@ -190,7 +188,9 @@ func parseConfig(m map[string]any, pr *problems) config {
 		case s == "":
 			pr.fail(fieldOrigin, v, msgEmptyOrigin)
 		default:
-			c.origins, c.originsField = []string{s}, fieldOrigin
+			if el, ok := checkOrigin(fieldOrigin, 0, s, pr); ok {
+				c.origins = []element{el}
+			}
 		}
 	}
 	if v := m[fieldMethods]; v != nil {
@@ -248,23 +248,26 @@ func parseBool(m map[string]any, field string, dst *bool, pr *problems) {
 	}
 }
 
-// parseOrigins decodes the `origins` list. Elements that are not non-empty strings are
-// reported and kept as "" so that the others keep their indexes in messages.
-func parseOrigins(v any, pr *problems) []string {
+// parseOrigins decodes and checks the `origins` list, reporting every bad element; the valid
+// ones are returned.
+func parseOrigins(v any, pr *problems) []element {
 	list, ok := stringsOf(v)
 	if !ok {
 		pr.fail(fieldOrigins, v, msgList)
 		return nil
 	}
-	out := make([]string, len(list))
+	out := make([]element, 0, len(list))
 	for i, e := range list {
+		path := indexed(fieldOrigins, i)
 		switch s, ok := e.(string); {
 		case !ok:
-			pr.fail(indexed(fieldOrigins, i), e, msgString)
+			pr.fail(path, e, msgString)
 		case s == "":
-			pr.fail(indexed(fieldOrigins, i), e, msgEmptyOrigin)
+			pr.fail(path, e, msgEmptyOrigin)
 		default:
-			out[i] = s
+			if el, ok := checkOrigin(path, i, s, pr); ok {
+				out = append(out, el)
+			}
 		}
 	}
 	return out
