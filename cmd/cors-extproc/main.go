@@ -1,0 +1,24 @@
+// Command cors-extproc is an Envoy external-processing server that gives every route Kong's CORS
+// plugin, with the policy carried in the route's metadata. See the README for how to wire it to
+// Envoy.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is stamped in at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "cors-extproc:", err)
+		os.Exit(1)
+	}
+}

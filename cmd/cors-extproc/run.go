@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/cors-extproc/cors-extproc/internal/policy"
+	"github.com/cors-extproc/cors-extproc/internal/processor"
+)
+
+// run is the whole program: main only adds the signal context and the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, os.Getenv, stderr)
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cfg.showVersion {
+		fmt.Fprintln(stdout, "cors-extproc", version)
+		return nil
+	}
+	log := newLogger(cfg, stderr)
+
+	named, err := loadPolicies(cfg.policiesFile, log)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	proc, err := processor.New(processor.Options{
+		Namespace:     cfg.namespace,
+		Policies:      named,
+		DefaultPolicy: cfg.defaultPolicy,
+		CacheSize:     cfg.cacheSize,
+		Logger:        log,
+		Registerer:    reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	grpcLis, err := net.Listen("tcp", cfg.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("--grpc-addr: %w", err)
+	}
+	var adminLis net.Listener
+	if cfg.adminAddr != "" {
+		if adminLis, err = net.Listen("tcp", cfg.adminAddr); err != nil {
+			grpcLis.Close()
+			return fmt.Errorf("--admin-addr: %w", err)
+		}
+	}
+
+	srv := grpc.NewServer(
+		grpc.MaxConcurrentStreams(uint32(min(cfg.maxConcurrentStreams, 1<<32-1))),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.keepaliveTime, Timeout: cfg.keepaliveTimeout}),
+		// Envoy's HTTP/2 connection_keepalive may ping every few seconds, even with no stream
+		// open; grpc-go's default policy (5 minutes, no pings without streams) would answer
+		// such pings with GOAWAY and cut every stream on the connection.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	extprocv3.RegisterExternalProcessorServer(srv, proc)
+	healthSrv := health.NewServer()
+	healthpb.RegisterHealthServer(srv, healthSrv)
+	healthSrv.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	reflection.Register(srv)
+
+	var draining atomic.Bool
+	var admin *http.Server
+	if adminLis != nil {
+		admin = &http.Server{Handler: adminHandler(reg, &draining), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := admin.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin listener failed", "error", err)
+			}
+		}()
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(grpcLis) }()
+	attrs := []any{"grpc_addr", grpcLis.Addr().String(), "version", version, "named_policies", len(named)}
+	if adminLis != nil {
+		attrs = append(attrs, "admin_addr", adminLis.Addr().String())
+	}
+	log.Info("serving", attrs...)
+
+	select {
+	case err := <-serveErr:
+		shutdownAdmin(admin)
+		return fmt.Errorf("grpc server: %w", err)
+	case <-ctx.Done():
+	}
+	drain(log, cfg, srv, healthSrv, &draining)
+	shutdownAdmin(admin)
+	return nil
+}
+
+// drain stops the server the way Envoy needs it: health turns NOT_SERVING at once so Envoy's
+// health checks and Kubernetes readiness move new streams elsewhere; after the drain period the
+// listener closes and GracefulStop lets streams in flight finish; whatever is still open at the
+// grace deadline (counted from the signal) is cut by Stop.
+func drain(log *slog.Logger, cfg config, srv *grpc.Server, healthSrv *health.Server, draining *atomic.Bool) {
+	deadline := time.Now().Add(cfg.shutdownGrace)
+	log.Info("draining", "drain_period", cfg.drainPeriod.String(), "shutdown_grace", cfg.shutdownGrace.String())
+	draining.Store(true)
+	healthSrv.Shutdown()
+	time.Sleep(cfg.drainPeriod)
+
+	stopped := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(stopped)
+	}()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case <-stopped:
+		log.Info("stopped: every stream finished")
+	case <-timer.C:
+		srv.Stop()
+		<-stopped
+		log.Warn("stopped at the grace deadline: open streams were cut")
+	}
+}
+
+func shutdownAdmin(admin *http.Server) {
+	if admin == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = admin.Shutdown(ctx)
+}
+
+// adminHandler serves /metrics, /healthz (the process is alive) and /readyz (it takes new
+// streams; 503 once draining).
+func adminHandler(reg *prometheus.Registry, draining *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	return mux
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.logLevel}
+	if cfg.logFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// loadPolicies reads the named-policy file. The server refuses to start on an invalid file and
+// reports every error, each with its policy name and field; warnings are logged.
+func loadPolicies(path string, log *slog.Logger) (map[string]*policy.Policy, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--policies: %w", err)
+	}
+	named, warnings, err := policy.ParseNamed(data)
+	for _, w := range warnings {
+		log.Warn("policy warning", "file", path, "warning", w.String())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--policies %s: invalid named-policy file:\n  %s", path,
+			strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	return named, nil
+}

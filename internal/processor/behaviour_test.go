@@ -1,0 +1,208 @@
+package processor
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cors-extproc/cors-extproc/internal/envoytest"
+)
+
+// corsHeaders are the response fields the behaviour table asserts; any of them not listed in a
+// case's want must be absent.
+var corsHeaders = []string{
+	"access-control-allow-origin", "access-control-allow-credentials", "access-control-allow-methods",
+	"access-control-allow-headers", "access-control-expose-headers", "access-control-max-age",
+	"access-control-allow-private-network", "vary",
+}
+
+// kv is one header field in the tables.
+type kv = [2]string
+
+// upstreamResponse is what the simulated upstream answers (status 0 is 200).
+type upstreamResponse struct {
+	status  int
+	headers []kv
+}
+
+// behaviourCase is one HTTP exchange through Envoy and the server, end to end.
+type behaviourCase struct {
+	name     string
+	policy   string // JSON object
+	method   string // default GET
+	headers  []kv   // request headers
+	upstream upstreamResponse
+	// status and want describe what the browser gets: want maps each field of corsHeaders to
+	// all its values in order.
+	status int
+	want   map[string][]string
+	// answered: the server answered at once and the upstream was not called.
+	answered bool
+	// skipped: the response phase was skipped through mode_override.
+	skipped bool
+}
+
+const (
+	app   = "https://app.example.com"
+	evil  = "https://evil.example.net"
+	other = "https://other.example.com"
+)
+
+var behaviourCases = []behaviourCase{
+	// Semantics section 7 with section 4.1: allow all.
+	{name: "allow-all preflight", policy: `{}`, method: "OPTIONS",
+		headers: []kv{{"origin", app}, {"access-control-request-method", "PUT"}, {"access-control-request-headers", "x-a, x-b"}},
+		status:  204, answered: true, want: map[string][]string{
+			"access-control-allow-origin":  {"*"},
+			"access-control-allow-methods": {"GET,HEAD,PUT,PATCH,POST,DELETE"},
+			"access-control-allow-headers": {"x-a, x-b"},
+		}},
+	{name: "allow-all actual", policy: `{"origins":["*"]}`, headers: []kv{{"origin", app}},
+		status: 200, want: map[string][]string{"access-control-allow-origin": {"*"}}},
+	{name: "allow-all without origin", policy: `{}`,
+		status: 200, want: map[string][]string{"access-control-allow-origin": {"*"}}},
+	// Section 4.3: a single literal is sent whatever the Origin.
+	{name: "single literal, other origin", policy: `{"origins":["https://app.example.com"]}`,
+		headers: []kv{{"origin", evil}},
+		status:  200, want: map[string][]string{"access-control-allow-origin": {app}, "vary": {"Origin"}}},
+	// Section 4.2 and 8: Vary beside the upstream's, never doubled.
+	{name: "list match keeps upstream vary", policy: `{"origins":["https://other.example.com","https://app.example.com:443"]}`,
+		headers:  []kv{{"origin", app}},
+		upstream: upstreamResponse{200, []kv{{"vary", "Accept-Encoding"}}},
+		status:   200, want: map[string][]string{"access-control-allow-origin": {app}, "vary": {"Accept-Encoding", "Origin"}}},
+	{name: "upstream vary already lists origin", policy: `{"origins":["https://other.example.com","https://app.example.com"]}`,
+		headers:  []kv{{"origin", app}},
+		upstream: upstreamResponse{200, []kv{{"vary", "accept-encoding, origin"}}},
+		status:   200, want: map[string][]string{"access-control-allow-origin": {app}, "vary": {"accept-encoding, origin"}}},
+	// Section 4.5: a rejected origin loses the upstream's ACAO.
+	{name: "rejected origin strips upstream ACAO", policy: `{"origins":["https://other.example.com","https://app.example.com"]}`,
+		headers:  []kv{{"origin", evil}},
+		upstream: upstreamResponse{200, []kv{{"access-control-allow-origin", "*"}}},
+		status:   200, want: map[string][]string{"vary": {"Origin"}}},
+	{name: "regex and wildcard subdomain", policy: `{"origins":["https://*.example.com","^https://api[0-9]+\\.test$"]}`,
+		headers: []kv{{"origin", "https://a.b.example.com"}},
+		status:  200, want: map[string][]string{"access-control-allow-origin": {"https://a.b.example.com"}, "vary": {"Origin"}}},
+	{name: "comma-joined origin never matches", policy: `{"origins":["https://*.example.com","https://x.test"]}`,
+		headers: []kv{{"origin", app + ", " + other}},
+		status:  200, want: map[string][]string{"vary": {"Origin"}}},
+	{name: "first of repeated origins counts", policy: `{"origins":["https://other.example.com","https://app.example.com"]}`,
+		headers: []kv{{"origin", app}, {"origin", evil}},
+		status:  200, want: map[string][]string{"access-control-allow-origin": {app}, "vary": {"Origin"}}},
+	// Section 5 and 8: credentials, exposed headers.
+	{name: "credentials and exposed headers", policy: `{"origins":["https://app.example.com","https://other.example.com"],"credentials":true,"exposed_headers":"x-total, x-page"}`,
+		headers:  []kv{{"origin", app}},
+		upstream: upstreamResponse{200, []kv{{"access-control-expose-headers", "x-upstream"}}},
+		status:   200, want: map[string][]string{
+			"access-control-allow-origin":      {app},
+			"access-control-allow-credentials": {"true"},
+			"access-control-expose-headers":    {"x-total,x-page"},
+			"vary":                             {"Origin"},
+		}},
+	{name: "credentials with allow-all echo null origin", policy: `{"credentials":true}`,
+		headers: []kv{{"origin", "null"}},
+		status:  200, want: map[string][]string{
+			"access-control-allow-origin":      {"null"},
+			"access-control-allow-credentials": {"true"},
+			"vary":                             {"Origin"},
+		}},
+	// Section 7: every preflight field.
+	{name: "full preflight", policy: `{"origins":["https://app.example.com","https://other.example.com"],"methods":["GET","PUT"],"headers":["x-a","content-type"],"credentials":true,"max_age":600,"private_network":true,"preflight_status":200}`,
+		method: "OPTIONS", headers: []kv{{"origin", app}, {"access-control-request-method", "PUT"},
+			{"access-control-request-headers", "x-ignored"}, {"access-control-request-private-network", "true"}},
+		status: 200, answered: true, want: map[string][]string{
+			"access-control-allow-origin":          {app},
+			"vary":                                 {"Origin"},
+			"access-control-allow-credentials":     {"true"},
+			"access-control-allow-headers":         {"x-a,content-type"},
+			"access-control-allow-methods":         {"GET,PUT"},
+			"access-control-max-age":               {"600"},
+			"access-control-allow-private-network": {"true"},
+		}},
+	{name: "preflight from rejected origin still answered", policy: `{"origins":["https://app.example.com","https://other.example.com"],"methods":[]}`,
+		method: "OPTIONS", headers: []kv{{"origin", evil}, {"access-control-request-method", "PUT"}},
+		status: 204, answered: true, want: map[string][]string{"vary": {"Origin"}}},
+	// Section 6.
+	{name: "preflight_continue goes upstream untouched", policy: `{"origins":["https://app.example.com","https://x.test"],"preflight_continue":true}`,
+		method: "OPTIONS", headers: []kv{{"origin", app}, {"access-control-request-method", "PUT"}},
+		upstream: upstreamResponse{200, []kv{{"access-control-allow-origin", "*"}}},
+		status:   200, skipped: true, want: map[string][]string{"access-control-allow-origin": {"*"}}},
+	{name: "OPTIONS without ACRM is an actual request", policy: `{"origins":["https://app.example.com","https://x.test"]}`,
+		method: "OPTIONS", headers: []kv{{"origin", app}},
+		status: 200, want: map[string][]string{"access-control-allow-origin": {app}, "vary": {"Origin"}}},
+	{name: "no origin with allow_origin_absent false is untouched", policy: `{"origins":["https://app.example.com","https://x.test"],"allow_origin_absent":false}`,
+		upstream: upstreamResponse{200, []kv{{"access-control-allow-origin", "https://up.test"}}},
+		status:   200, skipped: true, want: map[string][]string{"access-control-allow-origin": {"https://up.test"}}},
+	{name: "empty origin is absent", policy: `{"origins":["https://app.example.com","https://x.test"]}`,
+		headers: []kv{{"origin", ""}},
+		status:  200, want: map[string][]string{"vary": {"Origin"}}},
+	{name: "error status from upstream decorated", policy: `{"origins":["https://app.example.com","https://x.test"]}`,
+		headers:  []kv{{"origin", app}},
+		upstream: upstreamResponse{status: 503},
+		status:   503, want: map[string][]string{"access-control-allow-origin": {app}, "vary": {"Origin"}}},
+	// Section 10: an unusable policy.
+	{name: "unusable policy preflight", policy: `{"origins":["https://(bad"],"max_age":-1}`, method: "OPTIONS",
+		headers: []kv{{"origin", app}, {"access-control-request-method", "PUT"}},
+		status:  403, answered: true},
+	{name: "unusable policy actual", policy: `{"origins":["https://app.example.com"],"colour":"red"}`,
+		headers:  []kv{{"origin", app}},
+		upstream: upstreamResponse{200, []kv{{"access-control-allow-origin", "*"}}},
+		status:   200},
+	{name: "unusable policy without origin", policy: `{"credentials":"yes"}`,
+		upstream: upstreamResponse{200, []kv{{"access-control-allow-origin", "*"}}},
+		status:   200, skipped: true, want: map[string][]string{"access-control-allow-origin": {"*"}}},
+}
+
+func TestBehaviourThroughEveryChannel(t *testing.T) {
+	for _, ch := range policyChannels {
+		t.Run(ch.name, func(t *testing.T) {
+			for _, tc := range behaviourCases {
+				t.Run(tc.name, func(t *testing.T) {
+					srv, ok := serverFor(t, ch, tc.policy, Options{})
+					if !ok {
+						t.Skip("an invalid named-policy file stops the server at start (tested in cmd)")
+					}
+					envoy := envoytest.New(envoytest.Serve(t, srv), envoytest.Config{AllowModeOverride: true, MetadataFormat: ch.format})
+					res := doCase(t, envoy, ch.route(t, tc.policy), tc)
+					assertCase(t, tc, res)
+				})
+			}
+		})
+	}
+}
+
+func doCase(t *testing.T, envoy *envoytest.Envoy, route envoytest.Route, tc behaviourCase) envoytest.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	upstream := envoytest.Response{Status: tc.upstream.status}
+	if upstream.Status == 0 {
+		upstream.Status = 200
+	}
+	for _, f := range tc.upstream.headers {
+		upstream.Headers = append(upstream.Headers, envoytest.Header{Key: f[0], Value: f[1]})
+	}
+	var reqHeaders envoytest.Headers
+	for _, f := range tc.headers {
+		reqHeaders = append(reqHeaders, envoytest.Header{Key: f[0], Value: f[1]})
+	}
+	res, err := envoy.Do(ctx, route, envoytest.Request{Method: tc.method, Headers: reqHeaders},
+		func(envoytest.Request) envoytest.Response { return upstream })
+	require.NoError(t, err)
+	return res
+}
+
+func assertCase(t *testing.T, tc behaviourCase, res envoytest.Result) {
+	t.Helper()
+	assert.Equal(t, tc.status, res.Response.Status, "status")
+	assert.Equal(t, tc.answered, res.Answered, "answered by the server")
+	assert.Equal(t, !tc.answered, res.UpstreamCalled, "upstream called")
+	if !tc.answered {
+		assert.Equal(t, !tc.skipped, res.ResponsePhaseSent, "response phase sent")
+	}
+	for _, k := range corsHeaders {
+		assert.Equal(t, tc.want[k], res.Response.Values(k), k)
+	}
+}

@@ -1,0 +1,139 @@
+package processor
+
+import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/cors-extproc/cors-extproc/internal/policy"
+)
+
+// headerValue returns a header field's value. Envoy fills raw_value and leaves value empty since
+// 1.27; value is read only when raw_value is empty (contract section 2).
+func headerValue(h *corev3.HeaderValue) string {
+	if len(h.GetRawValue()) > 0 {
+		return string(h.GetRawValue())
+	}
+	return h.GetValue()
+}
+
+// readRequest picks out what the policy reads. Keys arrive lower-cased; of a repeated header the
+// first value counts (semantics section 2).
+func readRequest(headers []*corev3.HeaderValue) policy.Request {
+	var (
+		r                                policy.Request
+		seenMethod, seenOrigin, seenACRH bool
+		seenACRPN                        bool
+	)
+	for _, h := range headers {
+		switch h.GetKey() {
+		case ":method":
+			if !seenMethod {
+				r.Method, seenMethod = headerValue(h), true
+			}
+		case policy.HeaderOrigin:
+			if !seenOrigin {
+				r.Origin, seenOrigin = headerValue(h), true
+			}
+		case policy.HeaderRequestMethod:
+			if !r.HasRequestMethod {
+				r.RequestMethod, r.HasRequestMethod = headerValue(h), true
+			}
+		case policy.HeaderRequestHeaders:
+			if !seenACRH {
+				r.RequestHeaders, seenACRH = headerValue(h), true
+			}
+		case policy.HeaderRequestPrivateNetwork:
+			if !seenACRPN {
+				r.RequestPrivateNetwork, seenACRPN = headerValue(h), true
+			}
+		}
+	}
+	return r
+}
+
+// upstreamVaryListsOrigin reports whether any of the upstream's Vary fields already lists
+// Origin or *, in which case `Vary: Origin` is not added again (semantics sections 4 and 9.7).
+func upstreamVaryListsOrigin(headers []*corev3.HeaderValue) bool {
+	for _, h := range headers {
+		if h.GetKey() == policy.HeaderVary && policy.VaryListsOrigin(headerValue(h)) {
+			return true
+		}
+	}
+	return false
+}
+
+// setHeaders converts decision headers into replacing mutations. Values go in raw_value only:
+// Envoy ignores value in mutations (contract section 4).
+func setHeaders(h *policy.Headers, extra int) []*corev3.HeaderValueOption {
+	out := make([]*corev3.HeaderValueOption, 0, h.Len()+extra)
+	for i := 0; i < h.Len(); i++ {
+		f := h.At(i)
+		out = append(out, &corev3.HeaderValueOption{
+			Header: &corev3.HeaderValue{Key: f.Name, RawValue: []byte(f.Value)},
+		})
+	}
+	return out
+}
+
+// immediateResponse answers the request at once (a preflight, semantics section 7, or the 403
+// of an unusable policy, section 10). Envoy sends no response_headers after it.
+func immediateResponse(d *policy.RequestDecision) *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+			Headers: &extprocv3.HeaderMutation{SetHeaders: setHeaders(&d.Headers, 0)},
+		}},
+	}
+}
+
+// continueRequest lets the request go upstream and keeps the response phase, which has work to do.
+func continueRequest() *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
+			Response: &extprocv3.CommonResponse{},
+		}},
+	}
+}
+
+// continueAndSkip lets the request go upstream and tells Envoy not to send response_headers,
+// saving a round trip. Envoy honours mode_override only with allow_mode_override; otherwise the
+// response phase arrives anyway and gets an empty CONTINUE (contract section 4).
+func continueAndSkip() *extprocv3.ProcessingResponse {
+	resp := continueRequest()
+	resp.ModeOverride = &extprocfilterv3.ProcessingMode{ResponseHeaderMode: extprocfilterv3.ProcessingMode_SKIP}
+	return resp
+}
+
+// continueResponse applies the decoration of an actual response (semantics section 8): an
+// upstream ACAO is removed (Envoy applies removals before sets), fields are replaced, and Vary
+// alone is appended beside the upstream's, with the append flag Envoy honours (contract
+// section 4: append_action is ignored in ext_proc mutations).
+func continueResponse(d *policy.ResponseDecision) *extprocv3.ProcessingResponse {
+	common := &extprocv3.CommonResponse{}
+	if d != nil && !d.Empty() {
+		m := &extprocv3.HeaderMutation{}
+		if d.RemoveAllowOrigin {
+			m.RemoveHeaders = []string{policy.HeaderAllowOrigin}
+		}
+		extra := 0
+		if d.AppendVary {
+			extra = 1
+		}
+		m.SetHeaders = setHeaders(&d.Set, extra)
+		if d.AppendVary {
+			m.SetHeaders = append(m.SetHeaders, &corev3.HeaderValueOption{
+				Header: &corev3.HeaderValue{Key: policy.HeaderVary, RawValue: []byte(policy.VaryOrigin)},
+				Append: wrapperspb.Bool(true),
+			})
+		}
+		common.HeaderMutation = m
+	}
+	return &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{
+			Response: common,
+		}},
+	}
+}

@@ -1,0 +1,179 @@
+// Package processor is the ext_proc side of cors-extproc: it reads Envoy's ProcessingRequests,
+// finds the route's CORS policy, asks internal/policy for the decision and turns that decision
+// back into ProcessingResponses, following the contract of shared/docs/envoy-extproc.md.
+// Everything about one HTTP request lives in the local variables of its stream.
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cors-extproc/cors-extproc/internal/policy"
+)
+
+// DefaultCacheSize bounds each compiled-policy cache unless Options says otherwise.
+const DefaultCacheSize = 10000
+
+// Options configures a Server.
+type Options struct {
+	// Namespace is the filter_metadata key holding the policy (default "cors").
+	Namespace string
+	// Policies is the named-policy set that `ref` and Envoy Gateway annotations refer to.
+	Policies map[string]*policy.Policy
+	// DefaultPolicy names the policy of Policies used when no channel names one; empty for none.
+	DefaultPolicy string
+	// CacheSize bounds the number of distinct policy sources kept compiled, per cache.
+	CacheSize int
+	// Logger receives policy errors (once per distinct source) and debug-level decisions.
+	Logger *slog.Logger
+	// Registerer receives the server's Prometheus metrics; nil registers nowhere.
+	Registerer prometheus.Registerer
+}
+
+// Server implements envoy.service.ext_proc.v3.ExternalProcessor.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+
+	namespace     string
+	policies      map[string]*policy.Policy
+	defaultPolicy *policy.Policy
+	jsonCache     *policyCache
+	textCache     *policyCache
+	log           *slog.Logger
+	metrics       *metrics
+}
+
+// New returns a Server, or an error when the options contradict each other.
+func New(opts Options) (*Server, error) {
+	if opts.Namespace == "" {
+		opts.Namespace = "cors"
+	}
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = DefaultCacheSize
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		namespace: opts.Namespace,
+		policies:  opts.Policies,
+		jsonCache: newPolicyCache(opts.CacheSize),
+		textCache: newPolicyCache(opts.CacheSize),
+		log:       opts.Logger,
+	}
+	if opts.DefaultPolicy != "" {
+		p, ok := opts.Policies[opts.DefaultPolicy]
+		if !ok {
+			return nil, fmt.Errorf("default policy %q is not in the named-policy file", opts.DefaultPolicy)
+		}
+		s.defaultPolicy = p
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	return s, nil
+}
+
+// Process serves one stream, which Envoy opens for one HTTP request (contract section 1). The
+// request phase's decision is kept in local variables for the response phase.
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	ctx := stream.Context()
+	var (
+		// pol is the policy of the request being decorated; nil when the response phase has
+		// nothing to do (no request phase seen, no policy, or a pass decision).
+		pol    *policy.Policy
+		origin string
+	)
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			return s.endOfStream(ctx, err)
+		}
+		start := time.Now()
+		var resp *extprocv3.ProcessingResponse
+		switch r := req.GetRequest().(type) {
+		case *extprocv3.ProcessingRequest_RequestHeaders:
+			pol, origin, resp = s.requestHeaders(ctx, req, r.RequestHeaders)
+		case *extprocv3.ProcessingRequest_ResponseHeaders:
+			resp = s.responseHeaders(pol, origin, r.ResponseHeaders)
+		case *extprocv3.ProcessingRequest_RequestBody:
+			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
+		case *extprocv3.ProcessingRequest_ResponseBody:
+			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
+		case *extprocv3.ProcessingRequest_RequestTrailers:
+			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}
+		case *extprocv3.ProcessingRequest_ResponseTrailers:
+			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
+		default:
+			// No event set (a flow-control message of a newer Envoy, say): there is no reply
+			// kind that would match, and any other kind makes Envoy fail the request.
+			continue
+		}
+		if req.GetObservabilityMode() {
+			// Envoy ignores replies in observability mode and none should be sent (section 1);
+			// the decision was still taken, so metrics and logs reflect it.
+			continue
+		}
+		if err := stream.Send(resp); err != nil {
+			return s.endOfStream(ctx, err)
+		}
+		s.metrics.exchangeSeconds.Observe(time.Since(start).Seconds())
+	}
+}
+
+// endOfStream classifies the error that ended a stream. Envoy ends streams by half-close or by
+// reset, so io.EOF and cancellation are the normal end (contract section 1).
+func (s *Server) endOfStream(ctx context.Context, err error) error {
+	if errors.Is(err, io.EOF) || ctx.Err() != nil || status.Code(err) == codes.Canceled {
+		return nil
+	}
+	s.metrics.streamErrors.Inc()
+	s.log.Warn("ext_proc stream failed", "error", err)
+	return err
+}
+
+// requestHeaders takes the request-phase decision and returns what the response phase needs.
+func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) (*policy.Policy, string, *extprocv3.ProcessingResponse) {
+	p := s.lookup(ctx, req.GetAttributes()[attributesKey])
+	if p == nil {
+		s.metrics.decisions[decisionNotCORS].Inc()
+		return nil, "", continueAndSkip()
+	}
+	r := readRequest(h.GetHeaders().GetHeaders())
+	d := p.Decide(&r)
+	s.countDecision(&d)
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("cors decision", "method", r.Method, "origin", r.Origin,
+			"kind", kindName(d.Kind), "origin_result", originResultName(d.Origin), "status", d.Status)
+	}
+	switch d.Action {
+	case policy.ActionAnswer:
+		return nil, "", immediateResponse(&d)
+	case policy.ActionDecorate:
+		return p, r.Origin, continueRequest()
+	default:
+		return nil, "", continueAndSkip()
+	}
+}
+
+// responseHeaders decorates an actual response (semantics section 8). Without a decision from
+// the request phase (a local reply seen first, a pass decision whose skip Envoy did not honour)
+// it changes nothing.
+func (s *Server) responseHeaders(p *policy.Policy, origin string, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	if p == nil {
+		return continueResponse(nil)
+	}
+	d := p.Decorate(origin, upstreamVaryListsOrigin(h.GetHeaders().GetHeaders()))
+	return continueResponse(&d)
+}
