@@ -126,6 +126,7 @@ func continueResponse(d *policy.ResponseDecision) *extprocv3.ProcessingResponse 
 		if d.AppendVary {
 			m.SetHeaders = append(m.SetHeaders, &corev3.HeaderValueOption{
 				Header: &corev3.HeaderValue{Key: policy.HeaderVary, RawValue: []byte(policy.VaryOrigin)},
+				//lint:ignore SA1019 ext_proc honours only the deprecated append flag, not append_action (contract section 4).
 				Append: wrapperspb.Bool(true),
 			})
 		}

@@ -1,0 +1,310 @@
+package processor
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/cors-extproc/cors-extproc/internal/envoytest"
+	"github.com/cors-extproc/cors-extproc/internal/policy"
+)
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newEnvoy(t *testing.T, opts Options, cfg envoytest.Config) (*envoytest.Envoy, *Server) {
+	t.Helper()
+	srv, err := New(opts)
+	require.NoError(t, err)
+	return envoytest.New(envoytest.Serve(t, srv), cfg), srv
+}
+
+func corsRoute(fields map[string]any) envoytest.Route {
+	return envoytest.Route{Name: "api", Metadata: envoytest.Metadata("cors", fields)}
+}
+
+var (
+	actualFromApp = envoytest.Request{Headers: envoytest.Headers{{Key: "origin", Value: app}}}
+	preflightApp  = envoytest.Request{Method: "OPTIONS", Headers: envoytest.Headers{
+		{Key: "origin", Value: app}, {Key: "access-control-request-method", Value: "PUT"}}}
+	appOnly = map[string]any{"origins": []string{app, other}}
+)
+
+// The first channel that names a policy wins, whole (contract section 3).
+func TestLookupOrder(t *testing.T) {
+	named, _, err := policy.ParseNamed([]byte(`
+gateway: {origins: ["https://gateway.test", "https://x.test"]}
+fallback: {origins: ["https://default.test", "https://x.test"]}
+`))
+	require.NoError(t, err)
+	envoy, _ := newEnvoy(t, Options{Policies: named, DefaultPolicy: "fallback"}, envoytest.Config{AllowModeOverride: true})
+
+	route := func(o string) map[string]any { return map[string]any{"origins": []string{o, "https://x.test"}} }
+	grpcMeta := map[string]string{"x-cors-policy": `{"origins":["https://grpc.test","https://x.test"]}`}
+	cases := []struct {
+		name   string
+		route  envoytest.Route
+		origin string // the only one of the candidates the winning policy allows
+	}{
+		{"grpc metadata beats route metadata", envoytest.Route{GRPCMetadata: grpcMeta,
+			Metadata: envoytest.Metadata("cors", route("https://route.test"))}, "https://grpc.test"},
+		{"route namespace beats route Envoy Gateway annotation", envoytest.Route{
+			Metadata: envoytest.MetadataNamespaces(map[string]map[string]any{
+				"cors": route("https://route.test"), "envoy-gateway": envoyGatewayMetadata("gateway")})}, "https://route.test"},
+		{"route beats virtual host", envoytest.Route{Metadata: envoytest.Metadata("cors", route("https://route.test")),
+			VirtualHostMetadata: envoytest.Metadata("cors", route("https://vhost.test"))}, "https://route.test"},
+		{"route Envoy Gateway annotation beats virtual host", envoytest.Route{
+			Metadata:            envoytest.Metadata("envoy-gateway", envoyGatewayMetadata("gateway")),
+			VirtualHostMetadata: envoytest.Metadata("cors", route("https://vhost.test"))}, "https://gateway.test"},
+		{"virtual host beats default", envoytest.Route{
+			VirtualHostMetadata: envoytest.Metadata("cors", route("https://vhost.test"))}, "https://vhost.test"},
+		{"default when nothing names a policy", envoytest.Route{
+			Metadata: envoytest.Metadata("other", route("https://route.test"))}, "https://default.test"},
+	}
+	candidates := []string{"https://grpc.test", "https://route.test", "https://gateway.test", "https://vhost.test", "https://default.test"}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, o := range candidates {
+				res, err := envoy.Do(testCtx(t), tc.route, envoytest.Request{Headers: envoytest.Headers{{Key: "origin", Value: o}}}, nil)
+				require.NoError(t, err)
+				acao, granted := res.Response.Get("access-control-allow-origin")
+				if o == tc.origin {
+					assert.Equal(t, o, acao, o)
+				} else {
+					assert.False(t, granted, "%s must not be granted, got %q", o, acao)
+				}
+			}
+		})
+	}
+}
+
+// A route without a policy is not a CORS route: CONTINUE, and the response phase is skipped
+// (contract section 3, item 6, and section 4).
+func TestNoPolicyIsNotCORS(t *testing.T) {
+	for _, allow := range []bool{true, false} {
+		t.Run(fmt.Sprintf("allow_mode_override=%v", allow), func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			envoy, srv := newEnvoy(t, Options{Registerer: reg}, envoytest.Config{AllowModeOverride: allow})
+			for _, route := range []envoytest.Route{{}, {Unmatched: true}, {Metadata: envoytest.Metadata("other", map[string]any{"a": 1})}} {
+				res, err := envoy.Do(testCtx(t), route, preflightApp, func(envoytest.Request) envoytest.Response {
+					return envoytest.Response{Status: 200, Headers: envoytest.Headers{{Key: "access-control-allow-origin", Value: "*"}}}
+				})
+				require.NoError(t, err)
+				assert.True(t, res.UpstreamCalled)
+				assert.Equal(t, allow == false, res.ResponsePhaseSent, "mode_override honoured only when allowed")
+				assert.Equal(t, []string{"*"}, res.Response.Values("access-control-allow-origin"), "untouched")
+			}
+			assert.Equal(t, 3.0, testutil.ToFloat64(srv.metrics.decisions[decisionNotCORS]))
+		})
+	}
+}
+
+// With allow_mode_override off Envoy still sends response_headers after a pass decision; the
+// server answers it with an empty CONTINUE (contract section 4).
+func TestPassWithoutModeOverride(t *testing.T) {
+	envoy, _ := newEnvoy(t, Options{}, envoytest.Config{})
+	res, err := envoy.Do(testCtx(t), corsRoute(map[string]any{"origins": []string{app, other}, "preflight_continue": true}),
+		preflightApp, func(envoytest.Request) envoytest.Response {
+			return envoytest.Response{Status: 200, Headers: envoytest.Headers{{Key: "access-control-allow-origin", Value: "https://up.test"}}}
+		})
+	require.NoError(t, err)
+	assert.True(t, res.ResponsePhaseSent)
+	assert.Equal(t, []string{"https://up.test"}, res.Response.Values("access-control-allow-origin"))
+}
+
+// In observability mode the server sends nothing (envoytest fails a reply), but the decision is
+// still counted.
+func TestObservabilityMode(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	envoy, srv := newEnvoy(t, Options{Registerer: reg}, envoytest.Config{ObservabilityMode: true})
+	for _, req := range []envoytest.Request{preflightApp, actualFromApp} {
+		res, err := envoy.Do(testCtx(t), corsRoute(appOnly), req, nil)
+		require.NoError(t, err)
+		assert.False(t, res.Answered)
+		_, granted := res.Response.Get("access-control-allow-origin")
+		assert.False(t, granted)
+	}
+	assert.Equal(t, 1.0, testutil.ToFloat64(srv.metrics.decisions[decisionPreflightAnswered]))
+	assert.Equal(t, 1.0, testutil.ToFloat64(srv.metrics.decisions[decisionActual]))
+}
+
+// A local reply from a filter before ext_proc reaches the server as the stream's first
+// message: CONTINUE, nothing changed (contract section 1).
+func TestLocalReplyFirst(t *testing.T) {
+	envoy, _ := newEnvoy(t, Options{}, envoytest.Config{AllowModeOverride: true})
+	res, err := envoy.LocalReply(testCtx(t), corsRoute(appOnly), envoytest.Response{Status: 401,
+		Headers: envoytest.Headers{{Key: "www-authenticate", Value: "Bearer"}}})
+	require.NoError(t, err)
+	assert.Equal(t, 401, res.Response.Status)
+	assert.Equal(t, envoytest.Headers{{Key: "www-authenticate", Value: "Bearer"}}, res.Response.Headers)
+}
+
+// The stream ends quietly whichever way Envoy ends it.
+func TestStreamEndStyles(t *testing.T) {
+	for _, end := range []envoytest.EndStyle{envoytest.CloseSend, envoytest.Reset} {
+		reg := prometheus.NewRegistry()
+		envoy, srv := newEnvoy(t, Options{Registerer: reg}, envoytest.Config{AllowModeOverride: true, EndStream: end})
+		for i := 0; i < 5; i++ {
+			_, err := envoy.Do(testCtx(t), corsRoute(appOnly), actualFromApp, nil)
+			require.NoError(t, err)
+		}
+		// The server notices the end after Do returns; give it time to count an error.
+		assert.Never(t, func() bool { return testutil.ToFloat64(srv.metrics.streamErrors) > 0 },
+			200*time.Millisecond, 10*time.Millisecond, "end style %d", end)
+	}
+}
+
+// A broken policy on one route must not touch another route (semantics section 10), and is
+// logged and counted once however many requests hit it.
+func TestUnusablePolicyIsolatedAndLoggedOnce(t *testing.T) {
+	var logs bytes.Buffer
+	reg := prometheus.NewRegistry()
+	envoy, srv := newEnvoy(t, Options{Registerer: reg, Logger: slog.New(slog.NewJSONHandler(&logs, nil))},
+		envoytest.Config{AllowModeOverride: true})
+	broken := envoytest.Route{Name: "broken-route", Metadata: envoytest.Metadata("cors",
+		map[string]any{"origins": []string{"https://(bad"}, "max_age": -5})}
+	good := corsRoute(appOnly)
+
+	for i := 0; i < 3; i++ {
+		res, err := envoy.Do(testCtx(t), broken, preflightApp, nil)
+		require.NoError(t, err)
+		assert.Equal(t, 403, res.Response.Status)
+		assert.Empty(t, res.Response.Headers)
+
+		res, err = envoy.Do(testCtx(t), good, preflightApp, nil)
+		require.NoError(t, err)
+		assert.Equal(t, 204, res.Response.Status)
+		assert.Equal(t, []string{app}, res.Response.Values("access-control-allow-origin"))
+
+		res, err = envoy.Do(testCtx(t), broken, envoytest.Request{}, nil)
+		require.NoError(t, err)
+		assert.Equal(t, 200, res.Response.Status, "same-origin traffic keeps working")
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	require.Len(t, lines, 1, logs.String())
+	assert.Contains(t, lines[0], `"route":"broken-route"`)
+	assert.Contains(t, lines[0], `origins[0] \"https://(bad\": invalid regex`)
+	assert.Contains(t, lines[0], `max_age`)
+	assert.Equal(t, 1.0, testutil.ToFloat64(srv.metrics.policyErrors.WithLabelValues("route-metadata")))
+}
+
+// Each distinct source is compiled once; later requests hit the cache.
+func TestPolicyCompiledOnce(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	envoy, srv := newEnvoy(t, Options{Registerer: reg}, envoytest.Config{AllowModeOverride: true})
+	for i := 0; i < 10; i++ {
+		_, err := envoy.Do(testCtx(t), corsRoute(appOnly), actualFromApp, nil)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 1.0, testutil.ToFloat64(srv.metrics.cacheMisses))
+	assert.Equal(t, 9.0, testutil.ToFloat64(srv.metrics.cacheHits))
+	assert.Equal(t, 1.0, testutil.ToFloat64(srv.metrics.cacheEntries.WithLabelValues("metadata-text")))
+}
+
+// The cache never holds more than its bound.
+func TestPolicyCacheBound(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	envoy, srv := newEnvoy(t, Options{Registerer: reg, CacheSize: 4}, envoytest.Config{AllowModeOverride: true})
+	for i := 0; i < 20; i++ {
+		o := fmt.Sprintf("https://%d.test", i)
+		res, err := envoy.Do(testCtx(t), corsRoute(map[string]any{"origins": []string{o, other}}),
+			envoytest.Request{Headers: envoytest.Headers{{Key: "origin", Value: o}}}, nil)
+		require.NoError(t, err)
+		assert.Equal(t, []string{o}, res.Response.Values("access-control-allow-origin"))
+	}
+	assert.Equal(t, 4.0, testutil.ToFloat64(srv.metrics.cacheEntries.WithLabelValues("metadata-text")))
+	assert.Len(t, srv.textCache.entries, 4)
+}
+
+// Envoy multiplexes many streams on one connection; each keeps its own request state.
+func TestConcurrentStreams(t *testing.T) {
+	envoy, _ := newEnvoy(t, Options{}, envoytest.Config{AllowModeOverride: true, MessageTimeout: 5 * time.Second})
+	const streams = 500
+	var wg sync.WaitGroup
+	errs := make(chan error, streams)
+	for i := 0; i < streams; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := fmt.Sprintf("https://s%d.example.com", i)
+			route := corsRoute(map[string]any{"origins": []string{"https://*.example.com", "https://x.test"}})
+			res, err := envoy.Do(context.Background(), route, envoytest.Request{Headers: envoytest.Headers{{Key: "origin", Value: o}}}, nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if got, _ := res.Response.Get("access-control-allow-origin"); got != o {
+				errs <- fmt.Errorf("stream %d: ACAO %q, want %q", i, got, o)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// Text Envoy could send but that does not parse is an unusable policy for its route; the
+// 1.37.0 debug token is stripped (contract section 3).
+func TestMetadataText(t *testing.T) {
+	srv, err := New(Options{})
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name, text string
+		found      bool
+		usable     bool
+	}{
+		{"one line", `filter_metadata { key: "cors" value { fields { key: "origins" value { list_value { values { string_value: "*" } } } } } }`, true, true},
+		{"debug token", "goo.gle/debugstr   filter_metadata {\n  key: \"cors\"\n  value {\n  }\n}\n", true, true},
+		{"other namespace only", `filter_metadata { key: "lua" value { } }`, false, false},
+		{"garbage", `filter_metadata { key: "cors" value {`, true, false},
+		{"debug token alone", `goo.gle/debugonly`, true, false},
+		{"unknown field ignored", `some_future_field: 3 filter_metadata { key: "cors" value { } }`, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := srv.resolveMetadataText(tc.text)
+			assert.Equal(t, tc.found, r.Found)
+			if tc.found {
+				assert.Equal(t, tc.usable, r.Policy.Err() == nil, "policy error: %v", r.Policy.Err())
+			}
+		})
+	}
+}
+
+func TestNewRejectsUnknownDefault(t *testing.T) {
+	_, err := New(Options{DefaultPolicy: "nope"})
+	require.EqualError(t, err, `default policy "nope" is not in the named-policy file`)
+}
+
+// Header values are read from raw_value, falling back to value only when raw_value is empty
+// (contract section 2); the first of repeated fields counts.
+func TestReadRequest(t *testing.T) {
+	r := readRequest([]*corev3.HeaderValue{
+		{Key: ":method", RawValue: []byte("OPTIONS")},
+		{Key: "origin", Value: "https://legacy.test"},
+		{Key: "origin", RawValue: []byte("https://second.test")},
+		{Key: "access-control-request-method", RawValue: []byte("")},
+		{Key: "access-control-request-headers", RawValue: []byte("x-a")},
+		{Key: "access-control-request-headers", RawValue: []byte("x-b")},
+		{Key: "access-control-request-private-network", RawValue: []byte("true")},
+	})
+	assert.Equal(t, policy.Request{Method: "OPTIONS", Origin: "https://legacy.test", HasRequestMethod: true,
+		RequestHeaders: "x-a", RequestPrivateNetwork: "true"}, r)
+}
