@@ -88,7 +88,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if c.grpcAddr == "" {
 		errs = append(errs, errors.New("--grpc-addr: must not be empty"))
 	}
-	if c.grpcAddr != "" && c.grpcAddr == c.adminAddr {
+	if c.grpcAddr != "" && c.grpcAddr == c.adminAddr && !strings.HasSuffix(c.grpcAddr, ":0") {
 		errs = append(errs, fmt.Errorf("--admin-addr %q: same as --grpc-addr", c.adminAddr))
 	}
 	if c.namespace == "" {

@@ -193,9 +193,16 @@ func loadPolicies(path string, log *slog.Logger) (map[string]*policy.Policy, err
 	for _, w := range warnings {
 		log.Warn("policy warning", "file", path, "warning", w.String())
 	}
+	var invalid *policy.InvalidError
+	if errors.As(err, &invalid) {
+		lines := make([]string, len(invalid.Problems))
+		for i, p := range invalid.Problems {
+			lines[i] = "\n  " + p.Error()
+		}
+		return nil, fmt.Errorf("--policies %s: invalid named-policy file:%s", path, strings.Join(lines, ""))
+	}
 	if err != nil {
-		return nil, fmt.Errorf("--policies %s: invalid named-policy file:\n  %s", path,
-			strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		return nil, fmt.Errorf("--policies %s: %w", path, err)
 	}
 	return named, nil
 }
