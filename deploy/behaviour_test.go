@@ -1,0 +1,300 @@
+package deploy_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/cors-extproc/cors-extproc/internal/envoytest"
+	"github.com/cors-extproc/cors-extproc/internal/policy"
+	"github.com/cors-extproc/cors-extproc/internal/processor"
+)
+
+// The second phase: the example routes' policies go through the real processor, loaded with
+// the deploy's named-policy file, driven by a client that plays Envoy's ext_proc filter as
+// each deployment configures it.
+
+// newEnvoy starts the processor as the deployments run it (the named-policy file, no default
+// policy) and plays an Envoy whose ext_proc filter is configured like p.
+func newEnvoy(t *testing.T, p *extprocv3.ExternalProcessor, format envoytest.MetadataFormat) *envoytest.Envoy {
+	t.Helper()
+	named, warnings, err := policy.ParseNamed(readFile(t, namedPoliciesFile))
+	if err != nil || len(warnings) > 0 {
+		t.Fatalf("%s: %v %v", namedPoliciesFile, err, warnings)
+	}
+	srv, err := processor.New(processor.Options{Policies: named})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return envoytest.New(envoytest.Serve(t, srv), envoytest.Config{
+		AllowModeOverride: p.GetAllowModeOverride(),
+		MessageTimeout:    p.GetMessageTimeout().AsDuration(),
+		RequestAttributes: p.GetRequestAttributes(),
+		MetadataFormat:    format,
+	})
+}
+
+// checkPolicy compiles one example policy (a generic map) with the real parser: it must be
+// valid and raise no warning, or be a ref to a policy of the named-policy file.
+func checkPolicy(t *testing.T, where string, m map[string]any) {
+	t.Helper()
+	name, isRef, err := policy.RefName(m)
+	switch {
+	case err != nil:
+		t.Errorf("%s: %v", where, err)
+	case isRef:
+		if _, ok := loadNamedPolicies(t)[name]; !ok {
+			t.Errorf("%s: ref %q is not in %s", where, name, namedPoliciesFile)
+		}
+	default:
+		if _, warnings, err := policy.Compile(m); err != nil || len(warnings) > 0 {
+			t.Errorf("%s: %v %v", where, err, warnings)
+		}
+	}
+}
+
+func TestExamplePoliciesCompile(t *testing.T) {
+	for name, r := range envoyRoutes(t, loadEnvoy(t)) {
+		for what, m := range map[string]*corev3.Metadata{"route": r.Metadata, "virtual host": r.VirtualHostMetadata} {
+			if s, ok := m.GetFilterMetadata()[corsNamespace]; ok {
+				checkPolicy(t, "envoy.yaml "+what+" of "+name, s.AsMap())
+			}
+		}
+	}
+	for route, value := range istioPolicies(t, loadIstio(t)) {
+		m, err := policy.ParseJSON([]byte(value))
+		if err != nil {
+			t.Fatalf("istio route %s: %v", route, err)
+		}
+		checkPolicy(t, "istio route "+route, m)
+	}
+}
+
+// exchange is one HTTP request on an example route and what the browser must get.
+type exchange struct {
+	name     string
+	route    envoytest.Route
+	req      envoytest.Request
+	upstream envoytest.Upstream
+	answered bool              // the preflight is answered by cors-extproc, not the upstream
+	status   int               // the status the client gets
+	want     map[string]string // headers the client gets, each with (among its values) this one
+	absent   []string          // headers the client does not get
+}
+
+func preflight(origin, method string, extra ...envoytest.Header) envoytest.Request {
+	h := envoytest.Headers{{Key: "origin", Value: origin}, {Key: "access-control-request-method", Value: method}}
+	return envoytest.Request{Method: "OPTIONS", Headers: append(h, extra...)}
+}
+
+func actual(origin string) envoytest.Request {
+	var h envoytest.Headers
+	if origin != "" {
+		h = envoytest.Headers{{Key: "origin", Value: origin}}
+	}
+	return envoytest.Request{Method: "GET", Headers: h}
+}
+
+// upstreamApp answers 200 with a Vary of its own (cors-extproc must add Origin beside it).
+func upstreamApp(envoytest.Request) envoytest.Response {
+	return envoytest.Response{Status: 200, Headers: envoytest.Headers{{Key: "vary", Value: "Accept-Encoding"}}}
+}
+
+// upstreamWithCORS answers everything itself, CORS headers included.
+func upstreamWithCORS(envoytest.Request) envoytest.Response {
+	return envoytest.Response{Status: 200, Headers: envoytest.Headers{
+		{Key: "access-control-allow-origin", Value: "https://upstream.example"},
+		{Key: "access-control-allow-methods", Value: "GET"},
+	}}
+}
+
+const (
+	acao = "access-control-allow-origin"
+	acac = "access-control-allow-credentials"
+	acam = "access-control-allow-methods"
+	acah = "access-control-allow-headers"
+	aceh = "access-control-expose-headers"
+	acma = "access-control-max-age"
+	acpn = "access-control-allow-private-network"
+)
+
+func play(t *testing.T, envoy *envoytest.Envoy, cases []exchange) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			upstream := c.upstream
+			if upstream == nil {
+				upstream = upstreamApp
+			}
+			res, err := envoy.Do(context.Background(), c.route, c.req, upstream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Answered != c.answered || res.UpstreamCalled == c.answered {
+				t.Errorf("answered by cors-extproc %v, upstream called %v; want answered %v", res.Answered, res.UpstreamCalled, c.answered)
+			}
+			if res.Response.Status != c.status {
+				t.Errorf("status %d, want %d", res.Response.Status, c.status)
+			}
+			for k, v := range c.want {
+				if got := res.Response.Values(k); !slices.Contains(got, v) {
+					t.Errorf("%s: %q, want %q (headers %v)", k, got, v, res.Response.Headers)
+				}
+			}
+			for _, k := range c.absent {
+				if got, ok := res.Response.Get(k); ok {
+					t.Errorf("%s: %q, want none", k, got)
+				}
+			}
+		})
+	}
+}
+
+// TestEnvoyRoutesBehave plays each example route of deploy/envoy.yaml as its comment describes
+// it, with the metadata printed as the pinned Envoy (1.36) prints it.
+func TestEnvoyRoutesBehave(t *testing.T) {
+	c := loadEnvoy(t)
+	routes := envoyRoutes(t, c)
+	envoy := newEnvoy(t, c.extProc, envoytest.OneLine)
+	route := func(name string) envoytest.Route {
+		r := routes[name]
+		if r.ExtProcDisabled {
+			t.Fatalf("route %s: Envoy opens no ext_proc stream for it", name)
+		}
+		return envoytest.Route{Name: name, Metadata: r.Metadata, VirtualHostMetadata: r.VirtualHostMetadata}
+	}
+
+	// The no-CORS route is never shown to cors-extproc: Envoy skips the disabled filter, so its
+	// requests and responses are the upstream's own whatever the server's flags.
+	if !routes["internal"].ExtProcDisabled {
+		t.Error("internal: want ext_proc disabled")
+	}
+
+	play(t, envoy, []exchange{
+		{name: "public-api preflight", route: route("public-api"), req: preflight("https://anyone.test", "POST"),
+			answered: true, status: 204,
+			want:   map[string]string{acao: "*", acam: "GET,HEAD,POST", acma: "86400"},
+			absent: []string{acac, "vary"}},
+		{name: "public-api actual", route: route("public-api"), req: actual("https://anyone.test"),
+			status: 200, want: map[string]string{acao: "*"}, absent: []string{acac}},
+
+		{name: "spa-api preflight", route: route("spa-api"),
+			req:      preflight("https://app.example.com", "PUT", envoytest.Header{Key: "access-control-request-headers", Value: "content-type"}),
+			answered: true, status: 204,
+			want: map[string]string{acao: "https://app.example.com", acac: "true", "vary": "Origin",
+				acam: "GET,POST,PUT,DELETE", acah: "content-type,authorization,x-csrf-token", acma: "600"},
+			absent: []string{aceh}},
+		{name: "spa-api preflight from a foreign origin", route: route("spa-api"), req: preflight("https://evil.test", "PUT"),
+			answered: true, status: 204, want: map[string]string{"vary": "Origin"}, absent: []string{acao}},
+		{name: "spa-api actual", route: route("spa-api"), req: actual("https://admin.example.com"),
+			status: 200,
+			want: map[string]string{acao: "https://admin.example.com", acac: "true",
+				aceh: "x-request-id,x-ratelimit-remaining", "vary": "Origin"}},
+		{name: "spa-api keeps the upstream's Vary", route: route("spa-api"), req: actual("https://admin.example.com"),
+			status: 200, want: map[string]string{"vary": "Accept-Encoding"}},
+
+		{name: "tenants subdomain", route: route("tenants"), req: preflight("https://a.b.example.com", "GET"),
+			answered: true, status: 204, want: map[string]string{acao: "https://a.b.example.com", acac: "true"}},
+		{name: "tenants apex refused", route: route("tenants"), req: preflight("https://example.com", "GET"),
+			answered: true, status: 204, absent: []string{acao}},
+		{name: "tenants look-alike refused", route: route("tenants"), req: actual("https://evilexample.com"),
+			upstream: upstreamWithCORS, status: 200, absent: []string{acao}},
+
+		{name: "partners regex", route: route("partners"), req: preflight("https://partner-acme-2.example.net", "GET"),
+			answered: true, status: 204, want: map[string]string{acao: "https://partner-acme-2.example.net", acam: "GET"}},
+		{name: "partners regex anchored", route: route("partners"), req: preflight("https://partner-acme.example.net.evil.test", "GET"),
+			answered: true, status: 204, absent: []string{acao}},
+
+		{name: "legacy preflight goes upstream untouched", route: route("legacy"), req: preflight("https://legacy.example.com", "GET"),
+			upstream: upstreamWithCORS, status: 200,
+			want:   map[string]string{acao: "https://upstream.example", acam: "GET"},
+			absent: []string{"vary", acac}},
+		{name: "legacy actual decorated", route: route("legacy"), req: actual("https://legacy.example.com"),
+			upstream: upstreamWithCORS, status: 200, want: map[string]string{acao: "https://legacy.example.com"}},
+
+		{name: "reports named policy", route: route("reports"), req: preflight("https://bi.example.org", "GET"),
+			answered: true, status: 204,
+			want: map[string]string{acao: "https://bi.example.org", acac: "true", acam: "GET,HEAD", acma: "3600"}},
+		{name: "reports named policy actual", route: route("reports"), req: actual("https://reports.example.com"),
+			status: 200, want: map[string]string{acao: "https://reports.example.com", aceh: "content-disposition"}},
+
+		{name: "www-fonts overrides the virtual host", route: route("www-fonts"), req: actual("https://elsewhere.test"),
+			status: 200, want: map[string]string{acao: "*"}, absent: []string{acac}},
+		{name: "www-default uses the virtual host's policy", route: route("www-default"), req: preflight("https://beta.example.com", "DELETE"),
+			answered: true, status: 204, want: map[string]string{acao: "https://beta.example.com", acac: "true"}},
+		{name: "www-default refuses others and strips the upstream's ACAO", route: route("www-default"), req: actual("https://elsewhere.test"),
+			upstream: upstreamWithCORS, status: 200, want: map[string]string{acac: "true"}, absent: []string{acao}},
+	})
+}
+
+// TestEnvoyGatewayRouteBehaves plays the HTTPRoute's rule with the metadata Envoy Gateway
+// gives it, printed as Envoy Gateway v1.9's Envoy (1.39) prints it, through an ext_proc filter
+// configured as the EnvoyExtensionPolicy asks.
+func TestEnvoyGatewayRouteBehaves(t *testing.T) {
+	f := loadEnvoyGateway(t)
+	ext := f.policy.Spec.ExtProc[0]
+	d, err := time.ParseDuration(string(*ext.MessageTimeout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &extprocv3.ExternalProcessor{
+		AllowModeOverride: ext.ProcessingMode.AllowModeOverride,
+		RequestAttributes: ext.ProcessingMode.Request.Attributes,
+		MessageTimeout:    durationpb.New(d),
+	}
+	envoy := newEnvoy(t, cfg, envoytest.MultiLine)
+
+	md := envoyGatewayRouteMetadata(t, f)["demo/storefront/api"]
+	if md == nil {
+		t.Fatal("no metadata for the storefront HTTPRoute's api rule")
+	}
+	r := envoytest.Route{Name: "httproute/demo/storefront/rule/0/match/0/api_shop_example_com", Metadata: md}
+	play(t, envoy, []exchange{
+		{name: "market subdomain preflight", route: r, req: preflight("https://de.shop.example.com", "POST"),
+			answered: true, status: 204,
+			want: map[string]string{acao: "https://de.shop.example.com", acac: "true", acam: "GET,POST,PUT,DELETE",
+				acah: "content-type,authorization", acma: "600", "vary": "Origin"}},
+		{name: "look-alike refused", route: r, req: preflight("https://shop.example.com.evil.test", "POST"),
+			answered: true, status: 204, absent: []string{acao}},
+		{name: "actual decorated", route: r, req: actual("https://shop.example.com"),
+			status: 200, want: map[string]string{acao: "https://shop.example.com", aceh: "x-cart-id"}},
+		{name: "no Origin: untouched (allow_origin_absent false)", route: r, req: actual(""),
+			upstream: upstreamWithCORS, status: 200,
+			want:   map[string]string{acao: "https://upstream.example"},
+			absent: []string{acac, "vary"}},
+	})
+}
+
+// TestIstioRoutesBehave plays the Istio routes with the x-cors-policy metadata their
+// ExtProcPerRoute sends, through the ext_proc filter the EnvoyFilter inserts.
+func TestIstioRoutesBehave(t *testing.T) {
+	f := loadIstio(t)
+	policies := istioPolicies(t, f)
+	envoy := newEnvoy(t, f.extProc, envoytest.MultiLine)
+	route := func(name string) envoytest.Route {
+		r := envoytest.Route{Name: name}
+		if p, ok := policies[name]; ok {
+			r.GRPCMetadata = map[string]string{"x-cors-policy": p}
+		}
+		return r
+	}
+	play(t, envoy, []exchange{
+		{name: "widgets preflight", route: route("widgets"), req: preflight("https://x.example.com", "GET"),
+			answered: true, status: 204, want: map[string]string{acao: "https://x.example.com", acac: "true", acma: "600"}},
+		{name: "widgets actual", route: route("widgets"), req: actual("https://x.example.com"),
+			status: 200, want: map[string]string{acao: "https://x.example.com", aceh: "x-request-id"}},
+		{name: "tools private network preflight", route: route("tools"),
+			req:      preflight("http://localhost:3000", "POST", envoytest.Header{Key: "access-control-request-private-network", Value: "true"}),
+			answered: true, status: 200,
+			want: map[string]string{acao: "http://localhost:3000", acpn: "true", acam: "GET,POST"}},
+		{name: "web has no policy: untouched", route: route("web"), req: preflight("https://x.example.com", "GET"),
+			upstream: upstreamWithCORS, status: 200,
+			want:   map[string]string{acao: "https://upstream.example"},
+			absent: []string{"vary", acac}},
+	})
+}
