@@ -1,5 +1,7 @@
 package policy
 
+import "math/bits"
+
 // Header names this package produces, lower-case because Envoy carries header keys lower-cased
 // (HTTP/2 and ext_proc alike) and the processor sends them as they are.
 const (
@@ -37,36 +39,86 @@ type Header struct {
 	Value string
 }
 
-// maxHeaders is the most header fields one decision sets: the preflight answer's ACAO, Vary,
-// ACAC, ACAH, ACAM, ACMA and ACAPN (section 7).
-const maxHeaders = 7
+// The slots of Headers: every header field a decision can carry, in the order in which they
+// are listed (section 7 for a preflight answer: ACAO, Vary, ACAC, ACAH, ACAM, ACMA, ACAPN;
+// section 8 for an actual response: ACAO, ACAC, ACEH).
+const (
+	slotAllowOrigin = iota
+	slotVary
+	slotAllowCredentials
+	slotAllowHeaders
+	slotAllowMethods
+	slotMaxAge
+	slotAllowPrivateNetwork
+	slotExposeHeaders
+	numSlots
+)
 
-// Headers is an ordered, fixed-capacity list of header fields. It is a value, not a slice, so
-// that a decision is returned without allocating.
+// slotFields gives each slot its name and either its fixed value or the index of its value in
+// Headers.values.
+var slotFields = [numSlots]struct {
+	name  string
+	fixed string
+	value int
+}{
+	slotAllowOrigin:         {name: HeaderAllowOrigin, value: 0},
+	slotVary:                {name: HeaderVary, fixed: VaryOrigin, value: -1},
+	slotAllowCredentials:    {name: HeaderAllowCredentials, fixed: "true", value: -1},
+	slotAllowHeaders:        {name: HeaderAllowHeaders, value: 1},
+	slotAllowMethods:        {name: HeaderAllowMethods, value: 2},
+	slotMaxAge:              {name: HeaderMaxAge, value: 3},
+	slotAllowPrivateNetwork: {name: HeaderAllowPrivateNetwork, fixed: "true", value: -1},
+	slotExposeHeaders:       {name: HeaderExposeHeaders, value: 4},
+}
+
+// Headers is an ordered list of header fields. It is a small value, not a slice, so that a
+// decision is returned without allocating and copied cheaply: a field is one bit, plus its
+// value unless that value is fixed.
 type Headers struct {
-	n int
-	a [maxHeaders]Header
+	set    uint8     // bit i: slot i is present
+	values [5]string // the values of the slots that have no fixed one
 }
 
 // Len returns the number of header fields.
-func (h *Headers) Len() int { return h.n }
+func (h *Headers) Len() int { return bits.OnesCount8(h.set) }
 
-// At returns the i-th header field.
-func (h *Headers) At(i int) Header { return h.a[i] }
+// At returns the i-th header field; it panics unless 0 <= i < Len().
+func (h *Headers) At(i int) Header {
+	for s := range numSlots {
+		if h.set&(1<<s) != 0 {
+			if i == 0 {
+				return h.field(s)
+			}
+			i--
+		}
+	}
+	panic("policy: Headers.At index out of range")
+}
 
-// Get returns the value of the first field named name, and whether there was one.
+// Get returns the value of the field named name, and whether there is one.
 func (h *Headers) Get(name string) (string, bool) {
-	for i := 0; i < h.n; i++ {
-		if h.a[i].Name == name {
-			return h.a[i].Value, true
+	for s := range numSlots {
+		if h.set&(1<<s) != 0 && slotFields[s].name == name {
+			return h.field(s).Value, true
 		}
 	}
 	return "", false
 }
 
-func (h *Headers) add(name, value string) {
-	h.a[h.n] = Header{Name: name, Value: value}
-	h.n++
+func (h *Headers) field(slot int) Header {
+	f := &slotFields[slot]
+	if f.value < 0 {
+		return Header{Name: f.name, Value: f.fixed}
+	}
+	return Header{Name: f.name, Value: h.values[f.value]}
+}
+
+// add puts a field in its slot; value is ignored for a slot with a fixed value.
+func (h *Headers) add(slot int, value string) {
+	h.set |= 1 << slot
+	if i := slotFields[slot].value; i >= 0 {
+		h.values[i] = value
+	}
 }
 
 // Action says what the processor does with the request.
@@ -128,5 +180,5 @@ type ResponseDecision struct {
 
 // Empty reports whether the decision changes nothing.
 func (d *ResponseDecision) Empty() bool {
-	return d.Set.n == 0 && !d.AppendVary && !d.RemoveAllowOrigin
+	return d.Set.set == 0 && !d.AppendVary && !d.RemoveAllowOrigin
 }

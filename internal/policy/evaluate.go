@@ -23,20 +23,22 @@ type grant struct {
 	matched int // index of the origins element that allowed the Origin, -1 if none
 }
 
-// grant applies sections 4 and 5 to the request Origin o ("" when absent).
-func (p *Policy) grant(o string) grant {
-	g := grant{matched: -1}
+// grant applies sections 4 and 5 to the request Origin o ("" when absent), filling g, which
+// must be zero. (g is filled through a pointer rather than returned: copying the returned
+// struct cost more than the rest of a typical evaluation.)
+func (p *Policy) grant(o string, g *grant) {
+	g.matched = -1
 	if p.allowAll {
 		// Section 4.1, and section 5 for credentials.
 		switch {
 		case o == "":
 			g.acao = "*"
 		case p.credentials:
-			g = grant{acao: o, vary: true, acac: true, origin: OriginAllowed, matched: p.star}
+			g.acao, g.vary, g.acac, g.origin, g.matched = o, true, true, OriginAllowed, p.star
 		default:
-			g = grant{acao: "*", origin: OriginAllowed, matched: p.star}
+			g.acao, g.origin, g.matched = "*", OriginAllowed, p.star
 		}
-		return g
+		return
 	}
 	g.vary = true
 	g.acac = p.credentials
@@ -49,10 +51,10 @@ func (p *Policy) grant(o string) grant {
 				g.origin, g.matched = OriginAllowed, 0
 			}
 		}
-		return g
+		return
 	}
 	if o == "" {
-		return g
+		return
 	}
 	if p.star >= 0 {
 		// Section 4.4: `*` in a longer list allows every Origin and counts as allow-all for
@@ -66,15 +68,14 @@ func (p *Policy) grant(o string) grant {
 		if p.credentials {
 			g.acao = o
 		}
-		return g
+		return
 	}
 	i, norm := p.match(o, math.MaxInt)
 	if i < 0 {
 		g.origin = OriginRejected
-		return g
+		return
 	}
 	g.acao, g.origin, g.matched = norm, OriginAllowed, i
-	return g
 }
 
 // match returns the index of the first origins element before limit that matches the request
@@ -84,25 +85,21 @@ func (p *Policy) match(o string, limit int) (int, string) {
 	if strings.IndexByte(o, ',') >= 0 {
 		return -1, ""
 	}
-	parts, parsed := parseOrigin(o)
+	// Browsers send origins already normalized, so o itself is looked up first: when it equals
+	// a (normalized) literal it is normalized too, normalization being idempotent.
+	if i := p.literal(o, limit); i >= 0 && (len(p.others) == 0 || p.others[0].index > i) {
+		return i, o
+	}
+	var parts originParts
+	parsed := parseOrigin(o, &parts)
 	norm := o
 	if parsed {
 		norm = parts.norm
 	}
 	best := -1
-	if p.literalMap != nil {
-		if i, ok := p.literalMap[norm]; ok && i < limit {
-			best = i
-		}
-	} else {
-		for _, l := range p.literals {
-			if l.norm == norm {
-				if l.index < limit {
-					best = l.index
-				}
-				break
-			}
-		}
+	if len(norm) != len(o) {
+		// Normalization changed o (it only ever shortens it), so look it up again.
+		best = p.literal(norm, limit)
 	}
 	if best >= 0 {
 		limit = best
@@ -119,19 +116,46 @@ func (p *Policy) match(o string, limit int) (int, string) {
 	return best, norm
 }
 
+// literal returns the index of the literal element whose normalized text is norm, if it is
+// before limit, and -1 otherwise.
+func (p *Policy) literal(norm string, limit int) int {
+	i := -1
+	if p.literalMap != nil {
+		if j, ok := p.literalMap[norm]; ok {
+			i = j
+		}
+	} else {
+		for _, l := range p.literals {
+			if l.norm == norm {
+				i = l.index
+				break
+			}
+		}
+	}
+	if i >= limit {
+		return -1
+	}
+	return i
+}
+
 // Decide is the request phase: it classifies r (section 6) and, for a preflight that is not
 // passed upstream, builds the answer (section 7). It does not allocate; an echoed request value
 // (Origin, ACRH) is the request's own string, not a copy.
-func (p *Policy) Decide(r *Request) RequestDecision {
+func (p *Policy) Decide(r *Request) (d RequestDecision) {
+	if r.Origin == "" && p.finished {
+		return p.noOrigin
+	}
 	if p.err != nil {
 		return p.decideUnusable(r)
 	}
 	preflight := IsPreflight(r)
 	if !preflight && r.Origin == "" && !p.allowOriginAbsent {
-		return RequestDecision{Action: ActionPass, Kind: KindIgnored, Origin: OriginAbsent, Matched: -1}
+		d.Action, d.Kind, d.Origin, d.Matched = ActionPass, KindIgnored, OriginAbsent, -1
+		return d
 	}
-	g := p.grant(r.Origin)
-	d := RequestDecision{Origin: g.origin, Matched: g.matched}
+	var g grant
+	p.grant(r.Origin, &g)
+	d.Origin, d.Matched = g.origin, g.matched
 	switch {
 	case !preflight:
 		d.Action, d.Kind = ActionDecorate, KindActual
@@ -141,27 +165,27 @@ func (p *Policy) Decide(r *Request) RequestDecision {
 		d.Action, d.Kind, d.Status = ActionAnswer, KindPreflightAnswered, p.status
 		h := &d.Headers
 		if g.acao != "" {
-			h.add(HeaderAllowOrigin, g.acao)
+			h.add(slotAllowOrigin, g.acao)
 		}
 		if g.vary {
-			h.add(HeaderVary, VaryOrigin)
+			h.add(slotVary, VaryOrigin)
 		}
 		if g.acac {
-			h.add(HeaderAllowCredentials, valueTrue)
+			h.add(slotAllowCredentials, valueTrue)
 		}
 		if p.headers != "" {
-			h.add(HeaderAllowHeaders, p.headers)
+			h.add(slotAllowHeaders, p.headers)
 		} else if r.RequestHeaders != "" {
-			h.add(HeaderAllowHeaders, r.RequestHeaders)
+			h.add(slotAllowHeaders, r.RequestHeaders)
 		}
 		if p.methods != "" {
-			h.add(HeaderAllowMethods, p.methods)
+			h.add(slotAllowMethods, p.methods)
 		}
 		if p.maxAge != "" {
-			h.add(HeaderMaxAge, p.maxAge)
+			h.add(slotMaxAge, p.maxAge)
 		}
 		if p.privateNetwork && r.RequestPrivateNetwork == valueTrue {
-			h.add(HeaderAllowPrivateNetwork, valueTrue)
+			h.add(slotAllowPrivateNetwork, valueTrue)
 		}
 	}
 	return d
@@ -183,22 +207,29 @@ func (p *Policy) decideUnusable(r *Request) RequestDecision {
 // Decorate is the response phase of an ActionDecorate request (section 8): origin is the same
 // Request.Origin; upstreamVaryListsOrigin tells whether the upstream's Vary already lists Origin
 // or * (then no Vary is appended). It does not allocate.
-func (p *Policy) Decorate(origin string, upstreamVaryListsOrigin bool) ResponseDecision {
-	if p.err != nil {
-		return ResponseDecision{RemoveAllowOrigin: true}
+func (p *Policy) Decorate(origin string, upstreamVaryListsOrigin bool) (d ResponseDecision) {
+	if origin == "" && p.finished {
+		if upstreamVaryListsOrigin {
+			return p.noOriginDecoration[1]
+		}
+		return p.noOriginDecoration[0]
 	}
-	g := p.grant(origin)
-	var d ResponseDecision
+	if p.err != nil {
+		d.RemoveAllowOrigin = true
+		return d
+	}
+	var g grant
+	p.grant(origin, &g)
 	if g.acao != "" {
-		d.Set.add(HeaderAllowOrigin, g.acao)
+		d.Set.add(slotAllowOrigin, g.acao)
 	} else {
 		d.RemoveAllowOrigin = true
 	}
 	if g.acac {
-		d.Set.add(HeaderAllowCredentials, valueTrue)
+		d.Set.add(slotAllowCredentials, valueTrue)
 	}
 	if p.exposed != "" {
-		d.Set.add(HeaderExposeHeaders, p.exposed)
+		d.Set.add(slotExposeHeaders, p.exposed)
 	}
 	d.AppendVary = g.vary && !upstreamVaryListsOrigin
 	return d

@@ -19,54 +19,80 @@ type originParts struct {
 	norm string
 }
 
-// parseOrigin splits s the way section 3 describes. ok is false when s has no "//": such a
-// value ("null", a bare host) is used as it is and has no parts.
+// parseOrigin splits s the way section 3 describes, into p, which must be zero. It returns
+// false when s has no "//": such a value ("null", a bare host) is used as it is and has no
+// parts. (p is filled through a pointer because copying a returned originParts cost as much as
+// the parsing.)
 //
 // The authority ends at the first '/', '?', '#' or ';', which drops a path, query, fragment or
 // parameters. User information ends at the last '@' of the authority. The port follows the
 // first ':' of an unbracketed host, or the ':' right after an IPv6 host's ']'.
-func parseOrigin(s string) (p originParts, ok bool) {
-	i := strings.Index(s, "//")
-	if i < 0 {
-		return p, false
+func parseOrigin(s string, p *originParts) bool {
+	// Hand-written scans: the strings are short, so calling the vectorized searches of the
+	// strings package costs more than the loops.
+	i := 0
+	for i+1 < len(s) && (s[i] != '/' || s[i+1] != '/') {
+		i++
+	}
+	if i+1 >= len(s) {
+		return false
 	}
 	start := i + 2
-	end := start + strings.IndexAny(s[start:], "/?#;")
-	if end < start {
-		end = len(s)
-	}
-	hostStart := start
-	if at := strings.LastIndexByte(s[start:end], '@'); at >= 0 {
-		hostStart = start + at + 1
-	}
-	hostEnd := end
-	hostport := s[hostStart:end]
-	colon := -1
-	if strings.HasPrefix(hostport, "[") {
-		if rb := strings.IndexByte(hostport, ']'); rb >= 0 && rb+1 < len(hostport) && hostport[rb+1] == ':' {
-			colon = rb + 1
+	// One pass over the authority: where it ends, where user information ends, and the first
+	// ':' after that.
+	end, hostStart, colon := len(s), start, -1
+scan:
+	for j := start; j < len(s); j++ {
+		switch authorityByte[s[j]] {
+		case byteOther:
+		case byteEnd:
+			end = j
+			break scan
+		case byteAt:
+			hostStart, colon = j+1, -1
+		case byteColon:
+			if colon < 0 {
+				colon = j
+			}
 		}
-	} else {
-		colon = strings.IndexByte(hostport, ':')
+	}
+	if hostStart < end && s[hostStart] == '[' {
+		// IPv6: the port follows the ']' at once, or there is none.
+		colon = -1
+		if rb := strings.IndexByte(s[hostStart:end], ']'); rb >= 0 && hostStart+rb+1 < end && s[hostStart+rb+1] == ':' {
+			colon = hostStart + rb + 1
+		}
 	}
 	p.scheme = s[:start]
+	hostEnd, normEnd := end, end
 	if colon >= 0 {
-		hostEnd = hostStart + colon
-		p.port = hostport[colon+1:]
+		hostEnd = colon
+		p.port = s[colon+1 : end]
 		p.hasPort = !isDefaultPort(s[:i], p.port)
 	}
-	p.host = s[hostStart:hostEnd]
-	normEnd := end
 	if !p.hasPort {
 		normEnd = hostEnd
 	}
+	p.host = s[hostStart:hostEnd]
 	if hostStart == start {
 		p.norm = s[:normEnd]
 	} else {
 		p.norm = s[:start] + s[hostStart:normEnd]
 	}
-	return p, true
+	return true
 }
+
+// The classes of bytes in an authority, for parseOrigin.
+const (
+	byteOther = iota
+	byteEnd   // '/', '?', '#' or ';': the authority ends
+	byteAt    // '@': user information ends
+	byteColon // ':': a port may follow
+)
+
+// authorityByte classifies every byte value; a table lookup is faster than a switch on the
+// byte.
+var authorityByte = [256]uint8{'/': byteEnd, '?': byteEnd, '#': byteEnd, ';': byteEnd, '@': byteAt, ':': byteColon}
 
 // isDefaultPort reports whether port is the one a browser leaves out for scheme (given with
 // its ':', as it precedes "//"). The comparison is exact: nothing is lower-cased (section 3).
@@ -79,7 +105,8 @@ func isDefaultPort(scheme, port string) bool {
 // ("https://user:pw@host") cannot be normalized to a substring, so the result is built anew.
 // Browsers never put user information in an Origin header, so that case is left to allocate.
 func normalizeOrigin(s string) string {
-	if p, ok := parseOrigin(s); ok {
+	var p originParts
+	if parseOrigin(s, &p) {
 		return p.norm
 	}
 	return s
@@ -191,7 +218,8 @@ type wildcard struct {
 // newWildcard builds the matcher of a wildcard element; e must satisfy isWildcard. The element
 // is normalized like a literal, so "https://*.example.com:443/" is "https://*.example.com".
 func newWildcard(e string) wildcard {
-	p, _ := parseOrigin(e)
+	var p originParts
+	parseOrigin(e, &p)
 	return wildcard{scheme: p.scheme, suffix: p.host[1:], port: p.port, hasPort: p.hasPort}
 }
 

@@ -1,9 +1,12 @@
 package policy
 
 import (
+	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestNormalizeOrigin(t *testing.T) {
@@ -38,5 +41,75 @@ func TestNormalizeOrigin(t *testing.T) {
 	}
 	for _, tt := range tests {
 		assert.Equal(t, tt.want, normalizeOrigin(tt.in), "normalizeOrigin(%q)", tt.in)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		elem string
+		want elementKind
+	}{
+		{"*", kindStar},
+		{"https://a.test", kindLiteral},
+		{"https://a-b.test:8443/path/", kindLiteral},
+		{"null", kindLiteral},
+		{"example.com", kindLiteral},
+		{"http://[::1]:8080", kindLiteral},
+		{"http://[::1]", kindLiteral},
+		{"https://[2001:db8::1.2.3.4]:", kindLiteral},
+		{"http://[::1]/x", kindRegex},
+		{"http://[fe80::1%25eth0]", kindRegex},
+		{"http://[::g]", kindRegex},
+		{"://[::1]", kindRegex},
+		{"https://*.example.com", kindWildcard},
+		{"https://*.example.com:8443", kindWildcard},
+		{"https://*.example.com/", kindWildcard},
+		{"*.example.com", kindRegex},
+		{"https://*.", kindRegex},
+		{"https://*..example.com", kindRegex},
+		{"https://*.:8443", kindRegex},
+		{"https://a.*.example.com", kindRegex},
+		{"https://*.*.example.com", kindRegex},
+		{"ht_tp://*.example.com", kindRegex},
+		{"http://my_site.test", kindRegex},
+		{`https://.*\.test`, kindRegex},
+		{`foo\.test|bar\.test`, kindRegex},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, classify(tt.elem), "classify(%q)", tt.elem)
+	}
+}
+
+func TestNormalizeOriginIsASubstring(t *testing.T) {
+	for _, s := range []string{"https://a.test", "https://a.test:443/x?y", "http://[::1]:80#f", "null", "x//y"} {
+		var got string
+		allocs := testing.AllocsPerRun(10, func() { got = normalizeOrigin(s) })
+		assert.Zero(t, allocs, s)
+		assert.True(t, strings.HasPrefix(s, got), s)
+		if len(got) > 0 {
+			assert.Same(t, unsafe.StringData(s), unsafe.StringData(got), "%q shares the input's bytes", s)
+		}
+	}
+}
+
+func TestCompilePatternAnchoring(t *testing.T) {
+	tests := []struct {
+		elem, subject string
+		want          bool
+	}{
+		{`foo\.test|bar\.test`, "foo.test", true},
+		{`foo\.test|bar\.test`, "foo.test.evil.test", false},
+		{`foo\.test|bar\.test`, "evil.bar.test", false},
+		{`^a\.test$`, "a.test", true},
+		{`^^a\.test`, "^a.test", false},
+		{`a\$`, "a$", true},
+		{`a\\$`, `a\`, true},
+		{`a$$`, "a", true},
+		{`(?i)A\.TEST`, "a.test", true},
+	}
+	for _, tt := range tests {
+		p, err := compilePattern(tt.elem)
+		require.NoError(t, err, tt.elem)
+		assert.Equal(t, tt.want, p.re.MatchString(tt.subject), "%q on %q", tt.elem, tt.subject)
 	}
 }
