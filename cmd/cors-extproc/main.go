@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -18,7 +19,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "cors-extproc:", err)
+		if !errors.Is(err, errReported) {
+			fmt.Fprintln(os.Stderr, "cors-extproc:", err)
+		}
 		os.Exit(1)
 	}
 }
+
+// errReported is returned by a command that has already written its failure to its output
+// (validate finding errors, say): main exits 1 without printing more.
+var errReported = errors.New("failure already reported")

@@ -27,8 +27,24 @@ import (
 	"github.com/cors-extproc/cors-extproc/internal/processor"
 )
 
+// command is one of the operator tools: `cors-extproc NAME [args]`.
+type command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// commands are the operator tools; without one of their names first, cors-extproc serves.
+var commands = map[string]command{}
+
 // run is the whole program: main only adds the signal context and the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		if cmd, ok := commands[args[0]]; ok {
+			return cmd(ctx, args[1:], stdout, stderr)
+		}
+	}
+	return serve(ctx, args, stdout, stderr)
+}
+
+// serve runs the ext_proc server until ctx ends, then drains it.
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseConfig(args, os.Getenv, stderr)
 	if errors.Is(err, errHelp) {
 		return nil
