@@ -89,6 +89,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	srv := grpc.NewServer(
+		// Replies are encoded with go-control-plane's generated marshal code when the binary is
+		// built with -tags vtprotobuf; the bytes on the wire are the same (BENCHMARKS.md).
+		grpc.ForceServerCodecV2(processor.Codec{}),
 		grpc.MaxConcurrentStreams(uint32(min(cfg.maxConcurrentStreams, 1<<32-1))),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.keepaliveTime, Timeout: cfg.keepaliveTimeout}),
 		// Envoy's HTTP/2 connection_keepalive may ping every few seconds, even with no stream

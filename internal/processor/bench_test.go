@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -28,6 +29,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -40,14 +42,18 @@ import (
 )
 
 // Server-side levers, the same for both servers of BenchmarkExchange, so that a lever is
-// measured by running the suite with and without it: go test -bench Exchange -args -bench.workers=2
+// measured by running the suite with and without it: go test -bench Exchange -args -bench.codec=std
 var (
+	benchCodec   = flag.String("bench.codec", "ours", "codec of the servers in BenchmarkExchange: ours (processor.Codec) or std (grpc-go's proto codec)")
 	benchWorkers = flag.Uint("bench.workers", 0, "grpc.NumStreamWorkers of the servers in BenchmarkExchange; 0 for a goroutine per stream")
 )
 
 // benchServerOptions are cmd/cors-extproc's gRPC options (default flags) plus the levers.
 func benchServerOptions() []grpc.ServerOption {
 	opts := []grpc.ServerOption{grpc.MaxConcurrentStreams(1000)}
+	if *benchCodec != "std" {
+		opts = append(opts, grpc.ForceServerCodecV2(Codec{}))
+	}
 	if *benchWorkers > 0 {
 		opts = append(opts, grpc.NumStreamWorkers(uint32(*benchWorkers)))
 	}
@@ -726,4 +732,28 @@ func BenchmarkMemory(b *testing.B) {
 		}
 		reportMemory(b, memorySample{}, total, float64(b.N*policies), "policy")
 	})
+}
+
+// BenchmarkCodec encodes the processor's replies with Codec and with grpc-go's proto codec.
+// Codec uses vtprotobuf only in a build with -tags vtprotobuf.
+func BenchmarkCodec(b *testing.B) {
+	replies := codecReplies(b)
+	names := slices.Sorted(maps.Keys(replies))
+	for _, codec := range []struct {
+		name  string
+		codec encoding.CodecV2
+	}{{"ours", Codec{}}, {"std", encoding.GetCodecV2("proto")}} {
+		for _, name := range names {
+			b.Run(strings.ReplaceAll(name, " ", "-")+"/"+codec.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					out, err := codec.codec.Marshal(replies[name])
+					if err != nil {
+						b.Fatal(err)
+					}
+					out.Free()
+				}
+			})
+		}
+	}
 }
