@@ -41,6 +41,12 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	if !ok {
 		return marshalProto(v)
 	}
+	for i := range staticReplies {
+		if staticReplies[i].reply == resp {
+			// Shared by every stream: gRPC only reads a SliceBuffer, and its Free does nothing.
+			return mem.BufferSlice{mem.SliceBuffer(staticReplies[i].wire)}, nil
+		}
+	}
 	r, ok := any(resp).(vtMessage)
 	if !ok {
 		return marshalProto(v)
@@ -64,6 +70,28 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
+
+// staticReplies are the shared replies of mutation.go with their encoding, made once by
+// proto.Marshal: sending one of them encodes nothing.
+var staticReplies = func() []struct {
+	reply *extprocv3.ProcessingResponse
+	wire  []byte
+} {
+	replies := []*extprocv3.ProcessingResponse{replyContinueAndSkip, replyContinueRequest, replyContinueResponse,
+		replyRequestBody, replyResponseBody, replyRequestTrailers, replyResponseTrailers}
+	out := make([]struct {
+		reply *extprocv3.ProcessingResponse
+		wire  []byte
+	}, len(replies))
+	for i, r := range replies {
+		wire, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+		if err != nil {
+			panic(fmt.Sprintf("processor codec: encoding a static reply: %v", err))
+		}
+		out[i].reply, out[i].wire = r, wire
+	}
+	return out
+}()
 
 // vtOrderMatches reports whether vtprotobuf writes r in the order proto.Marshal does.
 // proto.Marshal writes oneof fields after all the others, to keep its historic output;

@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
@@ -43,13 +45,22 @@ func codecReplies(t testing.TB) map[string]*extprocv3.ProcessingResponse {
 		"preflight answered":        immediateResponse(&answer),
 		"preflight rejected":        immediateResponse(&rejected),
 		"unusable policy 403":       immediateResponse(&unusable),
-		"continue request":          continueRequest(),
-		"continue and skip":         continueAndSkip(),
+		"continue request":          replyContinueRequest,
+		"continue and skip":         replyContinueAndSkip,
 		"decorate with vary append": continueResponse(&decorateVary),
 		"decorate star":             continueResponse(&decorateStar),
-		"response continue":         continueResponse(nil),
-		"body": {Response: &extprocv3.ProcessingResponse_RequestBody{
-			RequestBody: &extprocv3.BodyResponse{}}},
+		"response continue":         replyContinueResponse,
+		"request body":              replyRequestBody,
+		"response body":             replyResponseBody,
+		"request trailers":          replyRequestTrailers,
+		"response trailers":         replyResponseTrailers,
+		// Not shared: encoded, not sent as stored bytes, and left to proto.Marshal for the
+		// order of its fields.
+		"continue and skip, built": {
+			Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
+				Response: &extprocv3.CommonResponse{}}},
+			ModeOverride: proto.Clone(replyContinueAndSkip.GetModeOverride()).(*extprocfilterv3.ProcessingMode),
+		},
 	}
 }
 
@@ -83,15 +94,15 @@ func TestCodecLargeReply(t *testing.T) {
 	for i := range value {
 		value[i] = 'a'
 	}
-	d := policy.ResponseDecision{}
-	reply := continueResponse(&d)
-	reply.GetResponseHeaders().Response.HeaderMutation = &extprocv3.HeaderMutation{RemoveHeaders: []string{string(value)}}
+	reply := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+		ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{
+			HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{string(value)}}}}}}
 	want, err := proto.MarshalOptions{Deterministic: true}.Marshal(reply)
 	require.NoError(t, err)
 	got, err := Codec{}.Marshal(reply)
 	require.NoError(t, err)
 	defer got.Free()
-	assert.Equal(t, want, got.Materialize())
+	assert.True(t, bytes.Equal(want, got.Materialize()), "pooled encoding differs")
 }
 
 // Other messages (health, reflection) and split input buffers go the standard way.

@@ -89,52 +89,72 @@ func immediateResponse(d *policy.RequestDecision) *extprocv3.ProcessingResponse 
 	}
 }
 
-// continueRequest lets the request go upstream and keeps the response phase, which has work to do.
-func continueRequest() *extprocv3.ProcessingResponse {
-	return &extprocv3.ProcessingResponse{
+// The replies that carry nothing of the request are built once and shared by every stream:
+// neither the processor nor gRPC writes to a message it sends (Codec and the standard codec only
+// read it; the size the standard codec caches is stored atomically), and Codec sends them as
+// bytes encoded once (staticReplies).
+var (
+	// replyContinueRequest lets the request go upstream and keeps the response phase, which
+	// has work to do.
+	replyContinueRequest = &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
 			Response: &extprocv3.CommonResponse{},
 		}},
 	}
-}
-
-// continueAndSkip lets the request go upstream and tells Envoy not to send response_headers,
-// saving a round trip. Envoy honours mode_override only with allow_mode_override; otherwise the
-// response phase arrives anyway and gets an empty CONTINUE (contract section 4).
-func continueAndSkip() *extprocv3.ProcessingResponse {
-	resp := continueRequest()
-	resp.ModeOverride = &extprocfilterv3.ProcessingMode{ResponseHeaderMode: extprocfilterv3.ProcessingMode_SKIP}
-	return resp
-}
+	// replyContinueAndSkip lets the request go upstream and tells Envoy not to send
+	// response_headers, saving a round trip. Envoy honours mode_override only with
+	// allow_mode_override; otherwise the response phase arrives anyway and gets an empty
+	// CONTINUE (contract section 4).
+	replyContinueAndSkip = &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
+			Response: &extprocv3.CommonResponse{},
+		}},
+		ModeOverride: &extprocfilterv3.ProcessingMode{ResponseHeaderMode: extprocfilterv3.ProcessingMode_SKIP},
+	}
+	// replyContinueResponse changes nothing in the response.
+	replyContinueResponse = &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{
+			Response: &extprocv3.CommonResponse{},
+		}},
+	}
+	// The empty CONTINUEs of the events the server has nothing to do with (contract section 4).
+	replyRequestBody = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
+		RequestBody: &extprocv3.BodyResponse{}}}
+	replyResponseBody = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+		ResponseBody: &extprocv3.BodyResponse{}}}
+	replyRequestTrailers = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
+		RequestTrailers: &extprocv3.TrailersResponse{}}}
+	replyResponseTrailers = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
+		ResponseTrailers: &extprocv3.TrailersResponse{}}}
+)
 
 // continueResponse applies the decoration of an actual response (semantics section 8): an
 // upstream ACAO is removed (Envoy applies removals before sets), fields are replaced, and Vary
 // alone is appended beside the upstream's, with the append flag Envoy honours (contract
 // section 4: append_action is ignored in ext_proc mutations).
 func continueResponse(d *policy.ResponseDecision) *extprocv3.ProcessingResponse {
-	common := &extprocv3.CommonResponse{}
-	if d != nil && !d.Empty() {
-		m := &extprocv3.HeaderMutation{}
-		if d.RemoveAllowOrigin {
-			m.RemoveHeaders = []string{policy.HeaderAllowOrigin}
-		}
-		extra := 0
-		if d.AppendVary {
-			extra = 1
-		}
-		m.SetHeaders = setHeaders(&d.Set, extra)
-		if d.AppendVary {
-			m.SetHeaders = append(m.SetHeaders, &corev3.HeaderValueOption{
-				Header: &corev3.HeaderValue{Key: policy.HeaderVary, RawValue: []byte(policy.VaryOrigin)},
-				//lint:ignore SA1019 ext_proc honours only the deprecated append flag, not append_action (contract section 4).
-				Append: wrapperspb.Bool(true),
-			})
-		}
-		common.HeaderMutation = m
+	if d == nil || d.Empty() {
+		return replyContinueResponse
+	}
+	m := &extprocv3.HeaderMutation{}
+	if d.RemoveAllowOrigin {
+		m.RemoveHeaders = []string{policy.HeaderAllowOrigin}
+	}
+	extra := 0
+	if d.AppendVary {
+		extra = 1
+	}
+	m.SetHeaders = setHeaders(&d.Set, extra)
+	if d.AppendVary {
+		m.SetHeaders = append(m.SetHeaders, &corev3.HeaderValueOption{
+			Header: &corev3.HeaderValue{Key: policy.HeaderVary, RawValue: []byte(policy.VaryOrigin)},
+			//lint:ignore SA1019 ext_proc honours only the deprecated append flag, not append_action (contract section 4).
+			Append: wrapperspb.Bool(true),
+		})
 	}
 	return &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{
-			Response: common,
+			Response: &extprocv3.CommonResponse{HeaderMutation: m},
 		}},
 	}
 }

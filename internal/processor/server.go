@@ -108,13 +108,13 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 		case *extprocv3.ProcessingRequest_ResponseHeaders:
 			resp = s.responseHeaders(pol, origin, r.ResponseHeaders)
 		case *extprocv3.ProcessingRequest_RequestBody:
-			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
+			resp = replyRequestBody
 		case *extprocv3.ProcessingRequest_ResponseBody:
-			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
+			resp = replyResponseBody
 		case *extprocv3.ProcessingRequest_RequestTrailers:
-			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}
+			resp = replyRequestTrailers
 		case *extprocv3.ProcessingRequest_ResponseTrailers:
-			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
+			resp = replyResponseTrailers
 		default:
 			// No event set (a flow-control message of a newer Envoy, say): there is no reply
 			// kind that would match, and any other kind makes Envoy fail the request.
@@ -148,7 +148,7 @@ func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRe
 	p := s.lookup(ctx, req.GetAttributes()[attributesKey])
 	if p == nil {
 		s.metrics.decisions[decisionNotCORS].Inc()
-		return nil, "", continueAndSkip()
+		return nil, "", replyContinueAndSkip
 	}
 	r := readRequest(h.GetHeaders().GetHeaders())
 	d := p.Decide(&r)
@@ -161,9 +161,9 @@ func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRe
 	case policy.ActionAnswer:
 		return nil, "", immediateResponse(&d)
 	case policy.ActionDecorate:
-		return p, r.Origin, continueRequest()
+		return p, r.Origin, replyContinueRequest
 	default:
-		return nil, "", continueAndSkip()
+		return nil, "", replyContinueAndSkip
 	}
 }
 
@@ -172,7 +172,7 @@ func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRe
 // it changes nothing.
 func (s *Server) responseHeaders(p *policy.Policy, origin string, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
 	if p == nil {
-		return continueResponse(nil)
+		return replyContinueResponse
 	}
 	d := p.Decorate(origin, upstreamVaryListsOrigin(h.GetHeaders().GetHeaders()))
 	return continueResponse(&d)
