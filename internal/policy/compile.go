@@ -11,8 +11,9 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Policy is a compiled, immutable CORS policy. Its methods are safe for concurrent use. Every
-// header value it can produce, other than an echoed request value, is computed by Compile.
+// Policy is a compiled, immutable CORS policy, made by Compile, ParseNamed or Unusable (the zero
+// Policy is not one). Its methods are safe for concurrent use. Every header value it can
+// produce, other than an echoed request value, is computed by Compile.
 type Policy struct {
 	// err is non-nil for the stand-in of a policy that failed validation (section 10); no other
 	// field is then used.
@@ -44,10 +45,8 @@ type Policy struct {
 	maxAge            string // ACMA value; "" sends none
 
 	// The decisions for a request without an Origin, the most common kind (same-origin and
-	// server-to-server traffic), made once by finish; Decide and Decorate return them once
-	// finished is set. Returning a copy of a value written long ago is several times faster
-	// than building one: the caller's copy of a freshly built result stalls on the processor's
-	// store forwarding.
+	// server-to-server traffic), made once by finish; Decide and Decorate return copies of
+	// them once finished is set, doing no work at all.
 	noOrigin           RequestDecision
 	noOriginDecoration [2]ResponseDecision // by upstreamVaryListsOrigin
 	finished           bool

@@ -47,7 +47,7 @@ func (p *Policy) grant(o string, g *grant) {
 		g.acao = p.single
 		if o != "" {
 			g.origin = OriginRejected
-			if normalizeOrigin(o) == p.singleNorm {
+			if strings.IndexByte(o, ',') < 0 && normalizeOrigin(o) == p.singleNorm {
 				g.origin, g.matched = OriginAllowed, 0
 			}
 		}
@@ -87,8 +87,9 @@ func (p *Policy) match(o string, limit int) (int, string) {
 	}
 	// Browsers send origins already normalized, so o itself is looked up first: when it equals
 	// a (normalized) literal it is normalized too, normalization being idempotent.
-	if i := p.literal(o, limit); i >= 0 && (len(p.others) == 0 || p.others[0].index > i) {
-		return i, o
+	best := p.literal(o, limit)
+	if best >= 0 && (len(p.others) == 0 || p.others[0].index > best) {
+		return best, o
 	}
 	var parts originParts
 	parsed := parseOrigin(o, &parts)
@@ -96,8 +97,7 @@ func (p *Policy) match(o string, limit int) (int, string) {
 	if parsed {
 		norm = parts.norm
 	}
-	best := -1
-	if len(norm) != len(o) {
+	if best < 0 && len(norm) != len(o) {
 		// Normalization changed o (it only ever shortens it), so look it up again.
 		best = p.literal(norm, limit)
 	}

@@ -141,6 +141,19 @@ var behaviourCases = []behaviourCase{
 		action: ActionDecorate, kind: KindActual, origin: OriginAllowed, matched: 0,
 		set: []Header{hACAO("https://a.test")}, appendVary: true},
 
+	{name: "list/literal after a regex that misses", policy: `{"origins": ["https://x\\.test", "https://a.test"]}`,
+		req:    actual("https://a.test"),
+		action: ActionDecorate, kind: KindActual, origin: OriginAllowed, matched: 1,
+		set: []Header{hACAO("https://a.test")}, appendVary: true},
+	{name: "list/normalized literal after a wildcard that misses", policy: `{"origins": ["https://*.x.test", "https://a.test"]}`,
+		req:    actual("https://a.test:443"),
+		action: ActionDecorate, kind: KindActual, origin: OriginAllowed, matched: 1,
+		set: []Header{hACAO("https://a.test")}, appendVary: true},
+	{name: "list/star after a literal, credentials", policy: `{"origins": ["https://a.test", "*"], "credentials": true}`,
+		req:    actual("https://a.test:443"),
+		action: ActionDecorate, kind: KindActual, origin: OriginAllowed, matched: 0,
+		set: []Header{hACAO("https://a.test:443"), hACAC}, appendVary: true},
+
 	// Section 4.3: the single literal.
 	{name: "single/matching", policy: `{"origins": ["https://a.test"]}`, req: actual("https://a.test"),
 		action: ActionDecorate, kind: KindActual, origin: OriginAllowed, matched: 0,

@@ -92,17 +92,37 @@ func FuzzCompile(f *testing.F) {
 	})
 }
 
+// fuzzPolicy is a compiled policy with its origins elements, for the reference matcher.
+type fuzzPolicy struct {
+	p       *Policy
+	origins []string
+}
+
 // fuzzPolicies are compiled once for FuzzDecide: every behaviour-case policy and an unusable one.
-func fuzzPolicies(f *testing.F) []*Policy {
-	var ps []*Policy
+func fuzzPolicies(f *testing.F) []fuzzPolicy {
+	var ps []fuzzPolicy
 	seen := map[string]bool{}
 	for _, tc := range behaviourCases {
-		if !seen[tc.policy] {
-			seen[tc.policy] = true
-			ps = append(ps, mustCompile(f, tc.policy))
+		if seen[tc.policy] {
+			continue
 		}
+		seen[tc.policy] = true
+		m, err := ParseJSON([]byte(tc.policy))
+		if err != nil {
+			f.Fatal(err)
+		}
+		var origins []string
+		if o, ok := m["origin"].(string); ok {
+			origins = []string{o}
+		}
+		if list, ok := m["origins"].([]any); ok {
+			for _, e := range list {
+				origins = append(origins, e.(string))
+			}
+		}
+		ps = append(ps, fuzzPolicy{p: mustCompile(f, tc.policy), origins: origins})
 	}
-	return append(ps, Unusable(errors.New("bad policy")))
+	return append(ps, fuzzPolicy{p: Unusable(errors.New("bad policy"))})
 }
 
 func FuzzDecide(f *testing.F) {
@@ -114,11 +134,55 @@ func FuzzDecide(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, which uint8, method, origin, acrm string, hasACRM bool, acrh, acrpn string,
 		upstreamVary bool) {
-		p := ps[int(which)%len(ps)]
+		fp := ps[int(which)%len(ps)]
 		r := Request{Method: method, Origin: origin, RequestMethod: acrm, HasRequestMethod: hasACRM,
 			RequestHeaders: acrh, RequestPrivateNetwork: acrpn}
-		checkDecision(t, p, &r, upstreamVary)
+		checkDecision(t, fp.p, &r, upstreamVary)
+		d := fp.p.Decide(&r)
+		if fp.p.Err() != nil || d.Action == ActionPass && d.Kind == KindIgnored {
+			return
+		}
+		if result, matched := referenceMatch(t, fp.origins, origin); d.Origin != result || d.Matched != matched {
+			t.Fatalf("origins %q, Origin %q: got (%d, %d), the reference says (%d, %d)",
+				fp.origins, origin, d.Origin, d.Matched, result, matched)
+		}
 	})
+}
+
+// referenceMatch is the simplest reading of sections 2 to 4: each element in turn, classified
+// and compiled on the spot, with none of Policy's shortcuts.
+func referenceMatch(t *testing.T, origins []string, o string) (OriginResult, int) {
+	switch {
+	case o == "":
+		return OriginAbsent, -1
+	case len(origins) == 0:
+		return OriginAllowed, -1
+	}
+	comma := strings.Contains(o, ",")
+	var parts originParts
+	parsed := parseOrigin(o, &parts)
+	for i, e := range origins {
+		var ok bool
+		switch classify(e) {
+		case kindStar:
+			return OriginAllowed, i
+		case kindLiteral:
+			ok = normalizeOrigin(o) == normalizeOrigin(e)
+		case kindWildcard:
+			w := newWildcard(e)
+			ok = parsed && w.match(&parts)
+		case kindRegex:
+			pat, err := compilePattern(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ok = pat.match(o, &parts, parsed)
+		}
+		if ok && !comma {
+			return OriginAllowed, i
+		}
+	}
+	return OriginRejected, -1
 }
 
 // checkDecision checks the invariants of both phases for one request.

@@ -93,7 +93,7 @@ func render(v any) string {
 		return strconv.FormatFloat(v, 'g', -1, 64)
 	case []any, []string:
 		return "[…]"
-	case map[string]any:
+	case map[string]any, map[any]any:
 		return "{…}"
 	}
 	return fmt.Sprint(v)

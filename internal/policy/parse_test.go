@@ -264,6 +264,7 @@ alias:
   ref: good
 notamap: [1, 2]
 nothing:
+numbered: {1: x}
 typo:
   orgins: [https://a.test]
 `
@@ -275,6 +276,7 @@ typo:
 		`bad: max_age 1.5: want a non-negative integer (seconds)`,
 		`notamap: […]: want a policy (a map of fields)`,
 		`nothing: null: want a policy (a map of fields)`,
+		`numbered: {…}: want a policy (a map of fields)`,
 		`typo: orgins […]: unknown field`,
 	}, "; "), err.Error())
 	require.Len(t, warns, 1)
@@ -283,9 +285,9 @@ typo:
 	assert.Equal(t, "bad", warns[0].Policy)
 
 	// Every name is there; the bad ones are unusable stand-ins carrying their own problems.
-	require.Len(t, set, 6)
+	require.Len(t, set, 7)
 	assert.NoError(t, set["good"].Err())
-	for _, name := range []string{"alias", "bad", "notamap", "nothing", "typo"} {
+	for _, name := range []string{"alias", "bad", "notamap", "nothing", "numbered", "typo"} {
 		require.Error(t, set[name].Err(), name)
 		assert.True(t, strings.HasPrefix(set[name].Err().Error(), name+": "), name)
 	}
