@@ -39,6 +39,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
+	"github.com/cors-extproc/cors-extproc/internal/policy"
 )
 
 // Server-side levers, the same for both servers of BenchmarkExchange, so that a lever is
@@ -756,4 +757,37 @@ func BenchmarkCodec(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkReply builds and encodes the replies that depend on the request: the answer to a
+// preflight and the decoration of an actual response.
+func BenchmarkReply(b *testing.B) {
+	p, _, err := policy.Compile(benchPolicyFields)
+	if err != nil {
+		b.Fatal(err)
+	}
+	preflight := policy.Request{Method: "OPTIONS", Origin: "https://app.example.com", RequestMethod: "PUT",
+		HasRequestMethod: true, RequestHeaders: "content-type"}
+	b.Run("preflight", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			d := p.Decide(&preflight)
+			out, err := Codec{}.Marshal(immediateResponse(&d))
+			if err != nil {
+				b.Fatal(err)
+			}
+			out.Free()
+		}
+	})
+	b.Run("decorate", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			d := p.Decorate("https://app.example.com", false)
+			out, err := Codec{}.Marshal(continueResponse(&d))
+			if err != nil {
+				b.Fatal(err)
+			}
+			out.Free()
+		}
+	})
 }

@@ -65,28 +65,76 @@ func upstreamVaryListsOrigin(headers []*corev3.HeaderValue) bool {
 	return false
 }
 
-// setHeaders converts decision headers into replacing mutations. Values go in raw_value only:
-// Envoy ignores value in mutations (contract section 4).
-func setHeaders(h *policy.Headers, extra int) []*corev3.HeaderValueOption {
-	out := make([]*corev3.HeaderValueOption, 0, h.Len()+extra)
-	for i := 0; i < h.Len(); i++ {
-		f := h.At(i)
-		out = append(out, &corev3.HeaderValueOption{
-			Header: &corev3.HeaderValue{Key: f.Name, RawValue: []byte(f.Value)},
-		})
+// maxHeaderFields bounds the header fields of one reply: every slot policy.Headers has, plus
+// the appended Vary.
+const maxHeaderFields = 9
+
+// headerFields holds the set_headers of one reply in one block of memory, so that a reply
+// costs two allocations (its block and its values) rather than three per header field.
+type headerFields struct {
+	list    [maxHeaderFields]*corev3.HeaderValueOption
+	options [maxHeaderFields]corev3.HeaderValueOption
+	values  [maxHeaderFields]corev3.HeaderValue
+}
+
+// appendTrue is the append flag of the Vary mutation, shared by every reply: nothing writes to
+// a message being sent.
+var appendTrue = wrapperspb.Bool(true)
+
+// set fills f with the decision headers as replacing mutations, followed by `vary: Origin`
+// appended beside the upstream's when appendVary is set, and returns the set_headers list.
+// Values go in raw_value only: Envoy ignores value in mutations (contract section 4). All the
+// values share one buffer.
+func (f *headerFields) set(h *policy.Headers, appendVary bool) []*corev3.HeaderValueOption {
+	n := h.Len()
+	size := 0
+	for i := range n {
+		size += len(h.At(i).Value)
 	}
-	return out
+	if appendVary {
+		size += len(policy.VaryOrigin)
+	}
+	buf := make([]byte, 0, size)
+	add := func(i int, name, value string) {
+		start := len(buf)
+		buf = append(buf, value...)
+		f.values[i].Key, f.values[i].RawValue = name, buf[start:len(buf):len(buf)]
+		f.options[i].Header = &f.values[i]
+		f.list[i] = &f.options[i]
+	}
+	for i := range n {
+		field := h.At(i)
+		add(i, field.Name, field.Value)
+	}
+	if appendVary {
+		add(n, policy.HeaderVary, policy.VaryOrigin)
+		//lint:ignore SA1019 ext_proc honours only the deprecated append flag, not append_action (contract section 4).
+		f.options[n].Append = appendTrue
+		n++
+	}
+	return f.list[:n:n]
+}
+
+// immediateReply is an immediate_response with everything it points to, allocated at once.
+type immediateReply struct {
+	response extprocv3.ProcessingResponse
+	oneof    extprocv3.ProcessingResponse_ImmediateResponse
+	answer   extprocv3.ImmediateResponse
+	status   typev3.HttpStatus
+	mutation extprocv3.HeaderMutation
+	fields   headerFields
 }
 
 // immediateResponse answers the request at once (a preflight, semantics section 7, or the 403
 // of an unusable policy, section 10). Envoy sends no response_headers after it.
 func immediateResponse(d *policy.RequestDecision) *extprocv3.ProcessingResponse {
-	return &extprocv3.ProcessingResponse{
-		Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
-			Headers: &extprocv3.HeaderMutation{SetHeaders: setHeaders(&d.Headers, 0)},
-		}},
-	}
+	r := &immediateReply{}
+	r.status.Code = typev3.StatusCode(d.Status)
+	r.mutation.SetHeaders = r.fields.set(&d.Headers, false)
+	r.answer.Status, r.answer.Headers = &r.status, &r.mutation
+	r.oneof.ImmediateResponse = &r.answer
+	r.response.Response = &r.oneof
+	return &r.response
 }
 
 // The replies that carry nothing of the request are built once and shared by every stream:
@@ -128,6 +176,21 @@ var (
 		ResponseTrailers: &extprocv3.TrailersResponse{}}}
 )
 
+// removeAllowOrigin is the removal list of a decoration, shared by every reply: nothing writes
+// to a message being sent.
+var removeAllowOrigin = []string{policy.HeaderAllowOrigin}
+
+// decorationReply is a response_headers reply with a header mutation and everything it points
+// to, allocated at once.
+type decorationReply struct {
+	response extprocv3.ProcessingResponse
+	oneof    extprocv3.ProcessingResponse_ResponseHeaders
+	headers  extprocv3.HeadersResponse
+	common   extprocv3.CommonResponse
+	mutation extprocv3.HeaderMutation
+	fields   headerFields
+}
+
 // continueResponse applies the decoration of an actual response (semantics section 8): an
 // upstream ACAO is removed (Envoy applies removals before sets), fields are replaced, and Vary
 // alone is appended beside the upstream's, with the append flag Envoy honours (contract
@@ -136,25 +199,14 @@ func continueResponse(d *policy.ResponseDecision) *extprocv3.ProcessingResponse 
 	if d == nil || d.Empty() {
 		return replyContinueResponse
 	}
-	m := &extprocv3.HeaderMutation{}
+	r := &decorationReply{}
 	if d.RemoveAllowOrigin {
-		m.RemoveHeaders = []string{policy.HeaderAllowOrigin}
+		r.mutation.RemoveHeaders = removeAllowOrigin
 	}
-	extra := 0
-	if d.AppendVary {
-		extra = 1
-	}
-	m.SetHeaders = setHeaders(&d.Set, extra)
-	if d.AppendVary {
-		m.SetHeaders = append(m.SetHeaders, &corev3.HeaderValueOption{
-			Header: &corev3.HeaderValue{Key: policy.HeaderVary, RawValue: []byte(policy.VaryOrigin)},
-			//lint:ignore SA1019 ext_proc honours only the deprecated append flag, not append_action (contract section 4).
-			Append: wrapperspb.Bool(true),
-		})
-	}
-	return &extprocv3.ProcessingResponse{
-		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{
-			Response: &extprocv3.CommonResponse{HeaderMutation: m},
-		}},
-	}
+	r.mutation.SetHeaders = r.fields.set(&d.Set, d.AppendVary)
+	r.common.HeaderMutation = &r.mutation
+	r.headers.Response = &r.common
+	r.oneof.ResponseHeaders = &r.headers
+	r.response.Response = &r.oneof
+	return &r.response
 }
