@@ -1,0 +1,118 @@
+package e2e
+
+import (
+	"encoding/json"
+
+	"github.com/cors-extproc/cors-extproc/internal/envoytest"
+)
+
+// Origins of the pages. Every *.test name resolves to the front (browser_test.go), so these are
+// plain http origins without a port.
+const (
+	appOrigin   = "http://app.example.test"
+	adminOrigin = "http://admin.example.test"
+	evilOrigin  = "http://evil.example.test"
+	// publicHost is served on the front's second port, which Chromium is told is on the public
+	// internet, so that a call from it to the first port crosses into the loopback address space.
+	// A *.localhost name makes the page a secure context, which Chromium requires before it
+	// lets a page reach a more private address space at all; its origin carries the port.
+	publicHost = "public.localhost"
+)
+
+// apiDomain follows the name of each API route's host: simple.api.example.test and so on. The
+// APIs are same-site with the pages (example.test), so SameSite=Lax cookies go along on
+// credentialed calls and only CORS decides what the page may read.
+const apiDomain = ".api.example.test"
+
+// channel is how a route's policy reaches the service (contract §3 lookup order). The suite
+// spreads its routes over the channels so that each is used by a real browser at least once.
+type channel string
+
+const (
+	routeMetadata       channel = "route metadata, cors namespace"
+	virtualHostMetadata channel = "virtual-host metadata, cors namespace"
+	grpcMetadata        channel = "gRPC metadata x-cors-policy (JSON)"
+)
+
+// apiRoute is one API route: its host, how its policy is carried, the policy, and the upstream's
+// behaviour.
+type apiRoute struct {
+	name     string // the route name; the host is name + apiDomain
+	channel  channel
+	policy   map[string]any
+	upstream api
+}
+
+// namedPolicies is the file given to the binary with --policies; routes name its entries with
+// `ref`.
+const namedPolicies = `# Named policies of the browser suite.
+put-api:
+  origins: ["http://app.example.test"]
+  methods: [GET, PUT]
+  headers: [content-type, x-request-id]
+`
+
+// apiRoutes are the routes the cases call.
+var apiRoutes = []apiRoute{
+	{name: "simple", channel: routeMetadata,
+		policy: map[string]any{"origins": []string{appOrigin, adminOrigin}}},
+	{name: "put", channel: routeMetadata,
+		policy: map[string]any{"ref": "put-api"}},
+	{name: "creds", channel: routeMetadata,
+		policy: map[string]any{"origins": []string{appOrigin}, "credentials": true}},
+	{name: "nocreds", channel: routeMetadata,
+		policy: map[string]any{"origins": []string{appOrigin}}},
+	{name: "anycreds", channel: routeMetadata,
+		policy: map[string]any{"credentials": true}},
+	{name: "expose", channel: grpcMetadata,
+		policy: map[string]any{"origins": []string{appOrigin}, "exposed_headers": []string{"x-total-count"}}},
+	{name: "maxage", channel: routeMetadata,
+		policy: map[string]any{"origins": []string{appOrigin}, "methods": []string{"PUT"}, "headers": []string{"x-request-id"}, "max_age": 600}},
+	{name: "maxage0", channel: routeMetadata,
+		policy: map[string]any{"origins": []string{appOrigin}, "methods": []string{"PUT"}, "headers": []string{"x-request-id"}, "max_age": 0}},
+	{name: "continue", channel: routeMetadata,
+		policy:   map[string]any{"origins": []string{appOrigin}, "preflight_continue": true},
+		upstream: api{ownPreflight: true}},
+	{name: "wild", channel: virtualHostMetadata,
+		policy: map[string]any{"origins": []string{"http://*.sub.example.test"}}},
+	{name: "regex", channel: routeMetadata,
+		policy: map[string]any{"origins": []string{`http://(app|admin)\.example\.test`}}},
+	// "credential" is a typo of "credentials": the policy fails validation and is unusable.
+	{name: "broken", channel: routeMetadata,
+		policy:   map[string]any{"origins": []string{appOrigin}, "credential": true},
+		upstream: api{ownACAO: true}},
+	{name: "pna", channel: routeMetadata,
+		policy: map[string]any{"methods": []string{"PUT"}, "headers": []string{"x-request-id"}, "private_network": true}},
+}
+
+// envoyRoutes returns the front's route table: each API host with its route, as Envoy would
+// match it by :authority.
+func envoyRoutes() map[string]route {
+	routes := make(map[string]route, len(apiRoutes))
+	for _, r := range apiRoutes {
+		er := envoytest.Route{Name: r.name}
+		switch r.channel {
+		case routeMetadata:
+			er.Metadata = envoytest.Metadata("cors", r.policy)
+		case virtualHostMetadata:
+			er.VirtualHostMetadata = envoytest.Metadata("cors", r.policy)
+		case grpcMetadata:
+			er.GRPCMetadata = map[string]string{"x-cors-policy": policyJSON(r.policy)}
+		}
+		routes[r.name+apiDomain] = route{envoy: er, upstream: r.upstream}
+	}
+	return routes
+}
+
+// siteRoute serves every other host (the pages): a route without a policy, which the service
+// leaves alone.
+var siteRoute = route{envoy: envoytest.Route{Name: "site"}, upstream: api{}}
+
+// policyJSON is the policy as JSON, for x-cors-policy and the results page.
+func policyJSON(p map[string]any) string {
+	b, err := json.Marshal(p)
+	if err != nil {
+		panic(err) // the table above holds only JSON values
+	}
+	return string(b)
+}
