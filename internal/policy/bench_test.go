@@ -104,6 +104,8 @@ func BenchmarkHostile(b *testing.B) {
 		{"10000-origins-hit-last", manyLiterals(10000), actual("https://o9999.test")},
 		{"pathological-regex-64KiB-origin", `{"origins": ["https://(a+)+(b|a+)*c", "(x*y*)*z"]}`,
 			preflight("https://" + strings.Repeat("a", 64<<10))},
+		{"pathological-regex-1000B-origin", `{"origins": ["https://(a+)+(b|a+)*c", "(x*y*)*z"]}`,
+			preflight("https://" + strings.Repeat("a", 1000-len("https://")))},
 		{"origin-1MiB-miss", listPolicy, actual("https://" + strings.Repeat("a", 1<<20))},
 	}
 	for _, c := range cases {

@@ -53,4 +53,8 @@
 //     back-references, while some patterns PCRE2 rejects, such as [\w-_], are accepted).
 //  7. `Vary: Origin` is never added twice, nor when the upstream's Vary already lists Origin
 //     or *.
+//
+// Beyond the semantics document: a regex is not run on a subject (normalized origin or host)
+// longer than 1024 bytes, which then does not match. No browser sends such an Origin, and the
+// cap bounds the time one request can spend in RE2.
 package policy

@@ -290,6 +290,16 @@ var behaviourCases = []behaviourCase{
 		action: ActionDecorate, kind: KindActual, origin: OriginRejected, matched: -1,
 		appendVary: true, removeACAO: true},
 
+	{name: "regex/subject too long", policy: `{"origins": ["https://a+\\.test"]}`,
+		req:    actual("https://" + strings.Repeat("a", maxRegexSubject) + ".test"),
+		action: ActionDecorate, kind: KindActual, origin: OriginRejected, matched: -1,
+		appendVary: true, removeACAO: true},
+	{name: "regex/subject at the limit", policy: `{"origins": ["https://a+\\.test"]}`,
+		req:    actual("https://" + strings.Repeat("a", maxRegexSubject-len("https://.test")) + ".test"),
+		action: ActionDecorate, kind: KindActual, origin: OriginAllowed, matched: 0,
+		set:        []Header{hACAO("https://" + strings.Repeat("a", maxRegexSubject-len("https://.test")) + ".test")},
+		appendVary: true},
+
 	// Section 6: classification and allow_origin_absent.
 	{name: "classify/OPTIONS without ACRM is actual", policy: listPolicy,
 		req:    Request{Method: "OPTIONS", Origin: "https://a.test"},

@@ -303,13 +303,20 @@ func escapedAt(s string, i int) bool {
 	return n%2 == 1
 }
 
+// maxRegexSubject is the longest subject a regex is run on; a longer one does not match. No
+// browser sends such an Origin (a host name has at most 253 bytes), and RE2's time, linear in
+// the subject, would otherwise let one request header of tens of kilobytes cost milliseconds.
+const maxRegexSubject = 1024
+
 // match reports whether the request origin (raw text, parsed when it has "//") matches.
 func (p *pattern) match(raw string, o *originParts, parsed bool) bool {
+	subject := raw
 	switch {
 	case !parsed:
-		return p.re.MatchString(raw)
 	case p.wholeOrigin:
-		return p.re.MatchString(o.norm)
+		subject = o.norm
+	default:
+		subject = o.host
 	}
-	return p.re.MatchString(o.host)
+	return len(subject) <= maxRegexSubject && p.re.MatchString(subject)
 }
