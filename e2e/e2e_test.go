@@ -16,6 +16,10 @@ import (
 
 // TestBrowser runs every case in one Chromium against the real service behind the front, then
 // writes the results page and its screenshot.
+// testMessageTimeout replaces Envoy's 200 ms per-message timeout: the suite runs under the race
+// detector beside a browser on a 2-core machine, where one exchange can take longer.
+const testMessageTimeout = 5 * time.Second
+
 func TestBrowser(t *testing.T) {
 	chromium := chromiumPath(t)
 	start := time.Now()
@@ -38,7 +42,7 @@ func TestBrowser(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	f := &front{
-		envoy:  envoytest.New(conn, envoytest.Config{AllowModeOverride: true}),
+		envoy:  envoytest.New(conn, envoytest.Config{AllowModeOverride: true, MessageTimeout: testMessageTimeout}),
 		routes: envoyRoutes(),
 		site:   siteRoute,
 	}

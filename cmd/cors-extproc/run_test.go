@@ -130,7 +130,7 @@ func TestRunServes(t *testing.T) {
 	s := startServer(t, "--policies", writeFile(t, "policies.yaml", policiesYAML), "--default-policy", "spa")
 	conn := dial(t, s.grpcAddr)
 
-	envoy := envoytest.New(conn, envoytest.Config{AllowModeOverride: true})
+	envoy := envoytest.New(conn, envoytest.Config{AllowModeOverride: true, MessageTimeout: 5 * time.Second})
 	res, err := envoy.Do(context.Background(), envoytest.Route{}, preflight, nil)
 	require.NoError(t, err)
 	assert.Equal(t, 204, res.Response.Status)

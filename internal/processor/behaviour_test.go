@@ -164,7 +164,7 @@ func TestBehaviourThroughEveryChannel(t *testing.T) {
 					if !ok {
 						t.Skip("an invalid named-policy file stops the server at start (tested in cmd)")
 					}
-					envoy := envoytest.New(envoytest.Serve(t, srv), envoytest.Config{AllowModeOverride: true, MetadataFormat: ch.format})
+					envoy := envoytest.New(envoytest.Serve(t, srv), envoytest.Config{AllowModeOverride: true, MetadataFormat: ch.format, MessageTimeout: testMessageTimeout})
 					res := doCase(t, envoy, ch.route(t, tc.policy), tc)
 					assertCase(t, tc, res)
 				})
