@@ -34,7 +34,11 @@ type Policy struct {
 	// others are the wildcard and regex elements, in list order.
 	others []matcher
 
+	// origins are the valid elements in list order, kept for Explain.
+	origins []element
+
 	credentials       bool
+	reportOnly        bool
 	preflightContinue bool
 	privateNetwork    bool
 	allowOriginAbsent bool
@@ -100,7 +104,9 @@ func compile(m map[string]any) (*Policy, problems) {
 	c := parseConfig(m, &pr)
 	p := &Policy{
 		star:              -1,
+		origins:           c.origins,
 		credentials:       c.credentials,
+		reportOnly:        c.reportOnly,
 		preflightContinue: c.continues,
 		privateNetwork:    c.privateNet,
 		allowOriginAbsent: c.allowAbsent,
@@ -275,3 +281,8 @@ func Unusable(err error) *Policy {
 
 // Err returns the validation error of an unusable policy, and nil for a usable one.
 func (p *Policy) Err() error { return p.err }
+
+// ReportOnly reports whether the policy is in report-only mode: its decisions are to be
+// computed, counted and logged, but not applied, so that CORS can be rolled out on a live API
+// without breaking it (in the spirit of Envoy's shadow_enabled).
+func (p *Policy) ReportOnly() bool { return p.reportOnly }

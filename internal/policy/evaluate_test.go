@@ -427,11 +427,40 @@ func headerList(h Headers) []Header {
 	return out
 }
 
+// evaluator is an entry point that evaluates a request: Decide with Decorate, as the server
+// calls them, or Explain, as `cors-extproc explain` does. Both must give every case the same
+// outcome.
+type evaluator struct {
+	name string
+	eval func(p *Policy, r *Request, upstreamVary bool) (RequestDecision, ResponseDecision)
+}
+
+var evaluators = []evaluator{
+	{"decide", func(p *Policy, r *Request, upstreamVary bool) (RequestDecision, ResponseDecision) {
+		d := p.Decide(r)
+		var rd ResponseDecision
+		if d.Action == ActionDecorate {
+			rd = p.Decorate(r.Origin, upstreamVary)
+		}
+		return d, rd
+	}},
+	{"explain", func(p *Policy, r *Request, upstreamVary bool) (RequestDecision, ResponseDecision) {
+		e := p.Explain(r, upstreamVary)
+		return e.Decision, e.Response
+	}},
+}
+
 func TestBehaviour(t *testing.T) {
+	for _, ev := range evaluators {
+		t.Run(ev.name, func(t *testing.T) { testBehaviour(t, ev) })
+	}
+}
+
+func testBehaviour(t *testing.T, ev evaluator) {
 	for _, tc := range behaviourCases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := mustCompile(t, tc.policy)
-			d := p.Decide(&tc.req)
+			d, rd := ev.eval(p, &tc.req, tc.upstreamVary)
 			assert.Equal(t, tc.action, d.Action, "action")
 			assert.Equal(t, tc.kind, d.Kind, "kind")
 			assert.Equal(t, tc.origin, d.Origin, "origin result")
@@ -445,7 +474,6 @@ func TestBehaviour(t *testing.T) {
 			if tc.action != ActionDecorate {
 				return
 			}
-			rd := p.Decorate(tc.req.Origin, tc.upstreamVary)
 			assert.Equal(t, tc.set, headerList(rd.Set), "set headers")
 			assert.Equal(t, tc.appendVary, rd.AppendVary, "append vary")
 			assert.Equal(t, tc.removeACAO, rd.RemoveAllowOrigin, "remove ACAO")

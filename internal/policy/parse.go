@@ -143,6 +143,7 @@ const (
 	fieldPrivateNetwork    = "private_network"
 	fieldAllowOriginAbsent = "allow_origin_absent"
 	fieldPreflightStatus   = "preflight_status"
+	fieldReportOnly        = "report_only"
 	fieldRef               = "ref"
 )
 
@@ -150,7 +151,7 @@ var knownFields = map[string]bool{
 	fieldOrigins: true, fieldOrigin: true, fieldMethods: true, fieldHeaders: true,
 	fieldExposedHeaders: true, fieldCredentials: true, fieldMaxAge: true,
 	fieldPreflightContinue: true, fieldPrivateNetwork: true, fieldAllowOriginAbsent: true,
-	fieldPreflightStatus: true,
+	fieldPreflightStatus: true, fieldReportOnly: true,
 }
 
 // defaultMethods is the seed document's method list (semantics section 1 and 9.2).
@@ -170,6 +171,7 @@ type config struct {
 	privateNet  bool
 	allowAbsent bool
 	status      int
+	reportOnly  bool
 }
 
 // parseConfig decodes the fields of m, reporting every problem to pr. A field set to null is
@@ -213,6 +215,7 @@ func parseConfig(m map[string]any, pr *problems) config {
 	parseBool(m, fieldPreflightContinue, &c.continues, pr)
 	parseBool(m, fieldPrivateNetwork, &c.privateNet, pr)
 	parseBool(m, fieldAllowOriginAbsent, &c.allowAbsent, pr)
+	parseBool(m, fieldReportOnly, &c.reportOnly, pr)
 	if v := m[fieldPreflightStatus]; v != nil {
 		if n, ok := wholeNumber(v); ok && (n == 200 || n == 204) {
 			c.status = int(n)

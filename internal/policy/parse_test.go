@@ -55,12 +55,13 @@ func TestValidationErrors(t *testing.T) {
 		{`{"max_age": 1e300}`, []string{`max_age 1e+300: want a non-negative integer (seconds)`}},
 		{`{"preflight_status": 201}`, []string{`preflight_status 201: want 200 or 204`}},
 		{`{"preflight_status": "204"}`, []string{`preflight_status "204": want 200 or 204`}},
-		{`{"credentials": "true", "preflight_continue": 1, "private_network": "yes", "allow_origin_absent": []}`,
+		{`{"credentials": "true", "preflight_continue": 1, "private_network": "yes", "allow_origin_absent": [], "report_only": "no"}`,
 			[]string{
 				`credentials "true": want true or false`,
 				`preflight_continue 1: want true or false`,
 				`private_network "yes": want true or false`,
-				`allow_origin_absent […]: want true or false`}},
+				`allow_origin_absent […]: want true or false`,
+				`report_only "no": want true or false`}},
 		{`{"credential": true, "Origins": ["x"]}`, []string{
 			`Origins […]: unknown field`, `credential true: unknown field`}},
 		{`{"ref": "web"}`, []string{
@@ -101,7 +102,8 @@ func TestValidPolicies(t *testing.T) {
 		`{}`,
 		`{"origins": null, "origin": null, "methods": null, "headers": null, "exposed_headers": null,
 		  "credentials": null, "max_age": null, "preflight_continue": null, "private_network": null,
-		  "allow_origin_absent": null, "preflight_status": null}`,
+		  "allow_origin_absent": null, "preflight_status": null, "report_only": null}`,
+		`{"report_only": true}`,
 		`{"origin": "https://a.test", "origins": null}`,
 		`{"methods": "", "headers": "", "exposed_headers": ""}`,
 		`{"methods": ["PURGE", "M-SEARCH", "get"], "headers": ["*"]}`,

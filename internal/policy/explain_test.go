@@ -1,0 +1,100 @@
+package policy
+
+import (
+	"regexp"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// elementStep is an explanation step naming the origins element that allowed the Origin.
+var elementStep = regexp.MustCompile(`^origins\[(\d+)\] .*(: matches$|every Origin is allowed)`)
+
+// The element an explanation says matched is the one Decide reports, for every behaviour case.
+func TestExplainNamesTheMatchedElement(t *testing.T) {
+	for _, tc := range behaviourCases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := mustCompile(t, tc.policy)
+			e := p.Explain(&tc.req, tc.upstreamVary)
+			named := -1
+			for _, s := range e.Steps {
+				if m := elementStep.FindStringSubmatch(s); m != nil {
+					named, _ = strconv.Atoi(m[1])
+					break
+				}
+			}
+			if e.Decision.Kind == KindPreflightForwarded {
+				assert.Equal(t, -1, named, "a preflight passed upstream needs no origin matching: %q", e.Steps)
+				return
+			}
+			if p.allowAll || p.single != "" {
+				assert.Equal(t, -1, named, "allow-all and single-literal policies name no element: %q", e.Steps)
+				return
+			}
+			assert.Equal(t, e.Decision.Matched, named, "%q", e.Steps)
+		})
+	}
+}
+
+func TestExplainSteps(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		policy string
+		req    Request
+		want   []string
+	}{
+		{"list with a regex", `{"origins": ["https://a.test", "https://*.b.test", "^https://c[0-9]\\.test$"], "credentials": true}`,
+			preflight("https://c7.test:443/x"), []string{
+				`preflight: method OPTIONS with an Origin and access-control-request-method "GET" (section 6)`,
+				`the Origin "https://c7.test:443/x" is normalized to "https://c7.test" (section 3)`,
+				`origins[0] "https://a.test" (literal, normalized "https://a.test"): does not match`,
+				`origins[1] "https://*.b.test" (wildcard subdomain: one or more labels in front): does not match`,
+				`origins[2] "^https://c[0-9]\\.test$" (regex, anchored as a whole, against scheme://host[:port]): matches`,
+				`the first matching element wins: access-control-allow-origin is the normalized Origin "https://c7.test", with Vary: Origin (section 4.4)`,
+				`credentials is true: access-control-allow-credentials: true is sent, even when the Origin was refused (section 5)`,
+			}},
+		{"single literal", `{"origin": "https://a.test", "report_only": true}`, actual("https://evil.test"), []string{
+			`actual request: method GET (section 6)`,
+			`origins is the single literal "https://a.test": access-control-allow-origin is that literal whatever the Origin, with Vary: Origin (section 4.3); the Origin differs from it, so the browser will refuse the response`,
+			`credentials is false: no access-control-allow-credentials is added (section 5)`,
+			`report_only: this decision is counted and logged, but the request and response pass untouched`,
+		}},
+		{"comma-joined origin", `{"origins": ["https://a.test", "https://b.test"]}`, actual("https://a.test, https://b.test"), []string{
+			`actual request: method GET (section 6)`,
+			`the Origin "https://a.test, https://b.test" contains a comma (two Origin headers joined): it matches no element (section 2)`,
+			`credentials is false: no access-control-allow-credentials is added (section 5)`,
+		}},
+		{"preflight_continue", `{"preflight_continue": true}`, preflight("https://a.test"), []string{
+			`preflight: method OPTIONS with an Origin and access-control-request-method "GET" (section 6)`,
+			`preflight_continue: the preflight goes upstream and its response is left as it is (section 6)`,
+		}},
+		{"no origin ignored", `{"allow_origin_absent": false}`, actual(""), []string{
+			`actual request: method GET (section 6)`,
+			`no Origin and allow_origin_absent is false: no CORS treatment at all (section 6)`,
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := mustCompile(t, tc.policy).Explain(&tc.req, false)
+			assert.Equal(t, tc.want, e.Steps)
+		})
+	}
+	e := Unusable(assert.AnError).Explain(&Request{Method: "OPTIONS", Origin: "https://a.test", HasRequestMethod: true}, false)
+	assert.Equal(t, []string{
+		"the policy is unusable (section 10): " + assert.AnError.Error(),
+		"a preflight is answered 403 with no CORS headers",
+	}, e.Steps)
+}
+
+// report_only changes nothing in the decision itself: the processor is what lets the request
+// pass untouched.
+func TestReportOnly(t *testing.T) {
+	enforcing := mustCompile(t, listPolicy)
+	reporting := mustCompile(t, `{"origins": ["https://a.test", "https://b.test:8443"], "report_only": true}`)
+	assert.False(t, enforcing.ReportOnly())
+	assert.True(t, reporting.ReportOnly())
+	for _, r := range []Request{preflight("https://a.test"), actual("https://evil.test"), actual("")} {
+		assert.Equal(t, enforcing.Decide(&r), reporting.Decide(&r))
+		assert.Equal(t, enforcing.Decorate(r.Origin, false), reporting.Decorate(r.Origin, false))
+	}
+}
