@@ -520,10 +520,10 @@ func BenchmarkPolicyCache(b *testing.B) {
 			}
 			i = (i + 1) % routes
 		}
-		if n := len(srv.textCache.entries); n > bound {
+		if n := len(srv.set.Load().textCache.entries); n > bound {
 			b.Fatalf("%d cached policies, bound %d", n, bound)
 		}
-		b.ReportMetric(float64(len(srv.textCache.entries)), "entries")
+		b.ReportMetric(float64(len(srv.set.Load().textCache.entries)), "entries")
 	})
 }
 

@@ -3,7 +3,6 @@ package processor
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -32,18 +31,19 @@ const (
 	channelGRPCMetadata    channel = "grpc-metadata"
 	channelRouteMetadata   channel = "route-metadata"
 	channelVirtualHostMeta channel = "virtual-host-metadata"
-	channelDefault         channel = "default"
 )
 
 // lookup finds the request's policy in the order of contract section 3; the first channel that
-// names a policy wins, whole. It returns nil when the request is not on a CORS route.
+// names a policy wins, whole. It returns nil when the request is not on a CORS route. The
+// policy set is loaded once, so a reload during the lookup cannot mix two sets.
 func (s *Server) lookup(ctx context.Context, attrs *structpb.Struct) *policy.Policy {
+	set := s.set.Load()
 	var routeName string
 	if attrs != nil {
 		routeName = attrs.GetFields()[attrRouteName].GetStringValue()
 	}
 	if v := metadata.ValueFromIncomingContext(ctx, grpcPolicyKey); len(v) > 0 {
-		return s.resolve(s.jsonCache, v[0], channelGRPCMetadata, routeName, s.resolveJSON).Policy
+		return s.resolve(set.jsonCache, v[0], channelGRPCMetadata, routeName, set.resolver.JSON).Policy
 	}
 	for _, a := range [...]struct {
 		attr string
@@ -57,16 +57,16 @@ func (s *Server) lookup(ctx context.Context, attrs *structpb.Struct) *policy.Pol
 		if text == "" {
 			continue
 		}
-		if r := s.resolve(s.textCache, text, a.ch, routeName, s.resolveMetadataText); r.Found {
+		if r := s.resolve(set.textCache, text, a.ch, routeName, set.resolver.MetadataText); r.Found {
 			return r.Policy
 		}
 	}
-	return s.defaultPolicy
+	return set.defaultPolicy
 }
 
 // resolve returns the cached resolution of source, resolving and caching it on a miss. A broken
 // policy is logged and counted once, by the stream that first cached it.
-func (s *Server) resolve(c *policyCache, source string, ch channel, routeName string, resolveFn func(string) resolution) resolution {
+func (s *Server) resolve(c *policyCache, source string, ch channel, routeName string, resolveFn func(string) Resolution) Resolution {
 	if r, ok := c.get(source); ok {
 		s.metrics.cacheHits.Inc()
 		return r
@@ -88,73 +88,6 @@ func cacheKind(ch channel) string {
 		return "json"
 	}
 	return "metadata-text"
-}
-
-// resolveJSON resolves the x-cors-policy value: a JSON policy or `{"ref": NAME}`. A value that
-// is present always names a policy, broken or not.
-func (s *Server) resolveJSON(text string) resolution {
-	m, err := policy.ParseJSON([]byte(text))
-	if err != nil {
-		return resolution{Found: true, Policy: policy.Unusable(fmt.Errorf("%s: %w", grpcPolicyKey, err))}
-	}
-	return s.resolveMap(m, grpcPolicyKey)
-}
-
-// resolveMetadataText resolves the text-format Metadata Envoy sends for xds.route_metadata and
-// xds.virtual_host_metadata: first filter_metadata[namespace], then the Envoy Gateway resource
-// annotation. Text that cannot be parsed at all is an unusable policy for its route (semantics
-// section 10).
-func (s *Server) resolveMetadataText(text string) resolution {
-	var md corev3.Metadata
-	if err := unmarshalMetadataText(text, &md); err != nil {
-		return resolution{Found: true, Policy: policy.Unusable(fmt.Errorf("metadata text: %w", err))}
-	}
-	if st, ok := md.GetFilterMetadata()[s.namespace]; ok {
-		return s.resolveMap(st.AsMap(), "filter_metadata."+s.namespace)
-	}
-	if name, ok := envoyGatewayPolicyName(md.GetFilterMetadata()[envoyGatewayNamespace]); ok {
-		return s.named(name, "filter_metadata."+envoyGatewayNamespace+" annotation "+envoyGatewayAnnotation)
-	}
-	return resolution{}
-}
-
-// resolveMap turns a policy map into a resolution: a ref names a policy of the named-policy
-// file, anything else is compiled in place.
-func (s *Server) resolveMap(m map[string]any, where string) resolution {
-	name, isRef, err := policy.RefName(m)
-	switch {
-	case err != nil:
-		return resolution{Found: true, Policy: policy.Unusable(fmt.Errorf("%s: %w", where, err))}
-	case isRef:
-		return s.named(name, where+".ref")
-	}
-	p, _, err := policy.Compile(m)
-	if err != nil {
-		return resolution{Found: true, Policy: policy.Unusable(fmt.Errorf("%s: %w", where, err))}
-	}
-	return resolution{Found: true, Policy: p}
-}
-
-// named resolves a reference to the named-policy file. A name the file lacks is an unusable
-// policy, and the lookup stops there (contract section 3).
-func (s *Server) named(name, where string) resolution {
-	if p, ok := s.policies[name]; ok {
-		return resolution{Found: true, Policy: p, Name: name}
-	}
-	return resolution{Found: true, Name: name,
-		Policy: policy.Unusable(fmt.Errorf("%s: policy %q is not in the named-policy file", where, name))}
-}
-
-// envoyGatewayPolicyName returns the cors-policy annotation of the first resource, in list
-// order, that carries it (contract section 3, item 3).
-func envoyGatewayPolicyName(st *structpb.Struct) (string, bool) {
-	for _, res := range st.GetFields()["resources"].GetListValue().GetValues() {
-		ann := res.GetStructValue().GetFields()["annotations"].GetStructValue()
-		if v, ok := ann.GetFields()[envoyGatewayAnnotation]; ok {
-			return v.GetStringValue(), true
-		}
-	}
-	return "", false
 }
 
 var errEmptyMetadataText = errors.New("empty after the debug token")

@@ -237,7 +237,7 @@ func TestPolicyCacheBound(t *testing.T) {
 		assert.Equal(t, []string{o}, res.Response.Values("access-control-allow-origin"))
 	}
 	assert.Equal(t, 4.0, testutil.ToFloat64(srv.metrics.cacheEntries.WithLabelValues("metadata-text")))
-	assert.Len(t, srv.textCache.entries, 4)
+	assert.Len(t, srv.set.Load().textCache.entries, 4)
 }
 
 // Envoy multiplexes many streams on one connection; each keeps its own request state.
@@ -272,8 +272,7 @@ func TestConcurrentStreams(t *testing.T) {
 // Text Envoy could send but that does not parse is an unusable policy for its route; the
 // 1.37.0 debug token is stripped (contract section 3).
 func TestMetadataText(t *testing.T) {
-	srv, err := New(Options{})
-	require.NoError(t, err)
+	resolver := Resolver{Namespace: "cors"}
 	for _, tc := range []struct {
 		name, text string
 		found      bool
@@ -287,7 +286,7 @@ func TestMetadataText(t *testing.T) {
 		{"unknown field ignored", `some_future_field: 3 filter_metadata { key: "cors" value { } }`, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := srv.resolveMetadataText(tc.text)
+			r := resolver.MetadataText(tc.text)
 			assert.Equal(t, tc.found, r.Found)
 			if tc.found {
 				assert.Equal(t, tc.usable, r.Policy.Err() == nil, "policy error: %v", r.Policy.Err())
@@ -315,4 +314,31 @@ func TestReadRequest(t *testing.T) {
 	})
 	assert.Equal(t, policy.Request{Method: "OPTIONS", Origin: "https://legacy.test", HasRequestMethod: true,
 		RequestHeaders: "x-a", RequestPrivateNetwork: "true"}, r)
+}
+
+// A reload swaps the named-policy set whole: refs resolve against the new file at once (the
+// old compiled sources are dropped), and a set lacking the default policy is refused.
+func TestSetPolicies(t *testing.T) {
+	parse := func(yaml string) map[string]*policy.Policy {
+		named, _, err := policy.ParseNamed([]byte(yaml))
+		require.NoError(t, err)
+		return named
+	}
+	envoy, srv := newEnvoy(t, Options{Policies: parse(`p: {origins: ["https://old.test", "https://x.test"]}`), DefaultPolicy: "p"},
+		envoytest.Config{AllowModeOverride: true})
+	route := envoytest.Route{Metadata: envoytest.Metadata("cors", map[string]any{"ref": "p"})}
+	granted := func(origin string) bool {
+		res, err := envoy.Do(testCtx(t), route, envoytest.Request{Headers: envoytest.Headers{{Key: "origin", Value: origin}}}, nil)
+		require.NoError(t, err)
+		_, ok := res.Response.Get("access-control-allow-origin")
+		return ok
+	}
+	assert.True(t, granted("https://old.test"))
+
+	require.NoError(t, srv.SetPolicies(parse(`p: {origins: ["https://new.test", "https://x.test"]}`)))
+	assert.False(t, granted("https://old.test"))
+	assert.True(t, granted("https://new.test"))
+
+	require.EqualError(t, srv.SetPolicies(parse(`q: {}`)), `default policy "p" is not in the named-policy file`)
+	assert.True(t, granted("https://new.test"), "a refused set changes nothing")
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -44,12 +45,21 @@ type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 
 	namespace     string
-	policies      map[string]*policy.Policy
+	defaultName   string
+	cacheSize     int
+	set           atomic.Pointer[policySet]
+	log           *slog.Logger
+	metrics       *metrics
+}
+
+// policySet is everything a reload of the named-policy file replaces, whole: the resolver, the
+// default policy and the caches of compiled sources (which may hold refs into the old file). A
+// stream that started with one set keeps the policy it found.
+type policySet struct {
+	resolver      Resolver
 	defaultPolicy *policy.Policy
 	jsonCache     *policyCache
 	textCache     *policyCache
-	log           *slog.Logger
-	metrics       *metrics
 }
 
 // New returns a Server, or an error when the options contradict each other.
@@ -64,18 +74,13 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		namespace: opts.Namespace,
-		policies:  opts.Policies,
-		jsonCache: newPolicyCache(opts.CacheSize),
-		textCache: newPolicyCache(opts.CacheSize),
-		log:       opts.Logger,
+		namespace:   opts.Namespace,
+		defaultName: opts.DefaultPolicy,
+		cacheSize:   opts.CacheSize,
+		log:         opts.Logger,
 	}
-	if opts.DefaultPolicy != "" {
-		p, ok := opts.Policies[opts.DefaultPolicy]
-		if !ok {
-			return nil, fmt.Errorf("default policy %q is not in the named-policy file", opts.DefaultPolicy)
-		}
-		s.defaultPolicy = p
+	if err := s.SetPolicies(opts.Policies); err != nil {
+		return nil, err
 	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
@@ -83,6 +88,26 @@ func New(opts Options) (*Server, error) {
 	}
 	s.metrics = m
 	return s, nil
+}
+
+// SetPolicies replaces the named-policy set atomically (a hot reload): requests that already
+// found their policy keep it, later ones see the new set, and compiled sources cached from the
+// old set are dropped. It fails, changing nothing, when the set lacks the default policy.
+func (s *Server) SetPolicies(named map[string]*policy.Policy) error {
+	set := &policySet{
+		resolver:  Resolver{Namespace: s.namespace, Policies: named},
+		jsonCache: newPolicyCache(s.cacheSize),
+		textCache: newPolicyCache(s.cacheSize),
+	}
+	if s.defaultName != "" {
+		p, ok := named[s.defaultName]
+		if !ok {
+			return fmt.Errorf("default policy %q is not in the named-policy file", s.defaultName)
+		}
+		set.defaultPolicy = p
+	}
+	s.set.Store(set)
+	return nil
 }
 
 // Process serves one stream, which Envoy opens for one HTTP request (contract section 1). The
