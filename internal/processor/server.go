@@ -44,12 +44,12 @@ type Options struct {
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 
-	namespace     string
-	defaultName   string
-	cacheSize     int
-	set           atomic.Pointer[policySet]
-	log           *slog.Logger
-	metrics       *metrics
+	namespace   string
+	defaultName string
+	cacheSize   int
+	set         atomic.Pointer[policySet]
+	log         *slog.Logger
+	metrics     *metrics
 }
 
 // policySet is everything a reload of the named-policy file replaces, whole: the resolver, the
