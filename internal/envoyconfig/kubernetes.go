@@ -106,8 +106,11 @@ func envoyFilterSites(file, name string, obj map[string]any) ([]*Site, bool, err
 		)
 		switch applyTo {
 		case "HTTP_ROUTE":
-			if rname != "" {
+			switch {
+			case vname != "" && rname != "":
 				label = vname + "/" + rname
+			case rname != "":
+				label = rname
 			}
 			s, err = site(file, KindRoute, label, value)
 		case "VIRTUAL_HOST":

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cors-extproc/cors-extproc/internal/envoyconfig"
+	"github.com/cors-extproc/cors-extproc/internal/policy"
+	"github.com/cors-extproc/cors-extproc/internal/processor"
+)
+
+// siteResolution is the policy a site of Envoy configuration gets, found through the server's
+// own Resolver in the server's lookup order (contract section 3): x-cors-policy, the route's
+// metadata, the virtual host's, then the default policy. inherited says the policy is the
+// virtual host's or the default, so that a problem is reported where it is written.
+type siteResolution struct {
+	processor.Resolution
+	source    string // where the policy was found, for people
+	inherited bool
+	disabled  bool // ext_proc is off on the route
+}
+
+func resolveSite(r *processor.Resolver, s *envoyconfig.Site, defaultName string) siteResolution {
+	if s.ExtProcDisabled {
+		return siteResolution{disabled: true, source: "ext_proc disabled on the route"}
+	}
+	switch s.Kind {
+	case envoyconfig.KindHTTPRoute, envoyconfig.KindGateway:
+		res := r.Named(s.Annotation, "annotation "+envoyconfig.GatewayAnnotation)
+		return siteResolution{Resolution: res, source: res.Where}
+	}
+	if s.HasGRPCPolicy {
+		res := r.JSON(s.GRPCPolicy)
+		return siteResolution{Resolution: res, source: "ExtProcPerRoute grpc_initial_metadata x-cors-policy"}
+	}
+	if res := r.Metadata(s.Metadata); res.Found {
+		return siteResolution{Resolution: res, source: res.Where}
+	}
+	if s.VirtualHost != nil {
+		if res := r.Metadata(s.VirtualHost.Metadata); res.Found {
+			return siteResolution{Resolution: res, source: "virtual host " + s.VirtualHost.Name + " " + res.Where, inherited: true}
+		}
+	}
+	if defaultName != "" {
+		res := r.Named(defaultName, "--default-policy")
+		return siteResolution{Resolution: res, source: "--default-policy", inherited: true}
+	}
+	return siteResolution{source: "no CORS policy"}
+}
+
+// namedFile is a named-policy file as the operator tools read it. Unlike the server they go on
+// with an invalid file: its broken policies are unusable, as routes naming them would see them.
+type namedFile struct {
+	path     string
+	policies map[string]*policy.Policy
+	warnings []policy.Warning
+	problems []*policy.FieldError
+}
+
+// loadNamed reads the --policies file; an empty path is an empty set. The error is for a file
+// that cannot be read or is not a map of policies at all.
+func loadNamed(path string) (namedFile, error) {
+	f := namedFile{path: path}
+	if path == "" {
+		return f, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return f, fmt.Errorf("--policies: %w", err)
+	}
+	named, warnings, err := policy.ParseNamed(data)
+	var invalid *policy.InvalidError
+	switch {
+	case errors.As(err, &invalid):
+		f.problems = invalid.Problems
+	case err != nil:
+		return f, fmt.Errorf("--policies %s: %w", path, err)
+	}
+	f.policies, f.warnings = named, warnings
+	return f, nil
+}
