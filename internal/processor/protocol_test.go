@@ -342,3 +342,33 @@ func TestSetPolicies(t *testing.T) {
 	require.EqualError(t, srv.SetPolicies(parse(`q: {}`)), `default policy "p" is not in the named-policy file`)
 	assert.True(t, granted("https://new.test"), "a refused set changes nothing")
 }
+
+// Report-only mode, by server option or policy field: the decision is counted as in enforcing
+// mode, but the request and response pass untouched and the response phase is skipped.
+func TestReportOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		opts   Options
+		fields map[string]any
+	}{
+		{"server option", Options{ReportOnly: true}, map[string]any{"origins": []string{app, other}}},
+		{"policy field", Options{}, map[string]any{"origins": []string{app, other}, "report_only": true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Registerer = prometheus.NewRegistry()
+			envoy, srv := newEnvoy(t, tc.opts, envoytest.Config{AllowModeOverride: true})
+			upstream := func(envoytest.Request) envoytest.Response {
+				return envoytest.Response{Status: 200, Headers: envoytest.Headers{{Key: "access-control-allow-origin", Value: "*"}}}
+			}
+			for _, req := range []envoytest.Request{preflightApp, {Headers: envoytest.Headers{{Key: "origin", Value: evil}}}} {
+				res, err := envoy.Do(testCtx(t), corsRoute(tc.fields), req, upstream)
+				require.NoError(t, err)
+				assert.False(t, res.Answered)
+				assert.False(t, res.ResponsePhaseSent)
+				assert.Equal(t, envoytest.Headers{{Key: "access-control-allow-origin", Value: "*"}}, res.Response.Headers)
+			}
+			assert.Equal(t, 1.0, testutil.ToFloat64(srv.metrics.decisions[decisionPreflightAnswered]))
+			assert.Equal(t, 1.0, testutil.ToFloat64(srv.metrics.originRejected))
+		})
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -38,6 +39,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the server's Prometheus metrics; nil registers nowhere.
 	Registerer prometheus.Registerer
+	// ReportOnly puts every policy in report-only mode (the policy field report_only does it
+	// for one): decisions are taken, counted and logged, but nothing is changed.
+	ReportOnly bool
 }
 
 // Server implements envoy.service.ext_proc.v3.ExternalProcessor.
@@ -45,6 +49,7 @@ type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 
 	namespace   string
+	reportOnly  bool
 	defaultName string
 	cacheSize   int
 	set         atomic.Pointer[policySet]
@@ -75,6 +80,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		namespace:   opts.Namespace,
+		reportOnly:  opts.ReportOnly,
 		defaultName: opts.DefaultPolicy,
 		cacheSize:   opts.CacheSize,
 		log:         opts.Logger,
@@ -175,12 +181,23 @@ func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRe
 		s.metrics.decisions[decisionNotCORS].Inc()
 		return nil, "", replyContinueAndSkip
 	}
-	r := readRequest(h.GetHeaders().GetHeaders())
+	return s.decideRequest(ctx, p, h.GetHeaders().GetHeaders())
+}
+
+// decideRequest is the request phase under policy p: the decision is taken, counted and logged,
+// then applied, except in report-only mode, where the request and its response pass untouched.
+func (s *Server) decideRequest(ctx context.Context, p *policy.Policy, headers []*corev3.HeaderValue) (*policy.Policy, string, *extprocv3.ProcessingResponse) {
+	r := readRequest(headers)
 	d := p.Decide(&r)
 	s.countDecision(&d)
+	reportOnly := s.reportOnly || p.ReportOnly()
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.Debug("cors decision", "method", r.Method, "origin", r.Origin,
-			"kind", kindName(d.Kind), "origin_result", originResultName(d.Origin), "status", d.Status)
+			"kind", kindName(d.Kind), "origin_result", originResultName(d.Origin), "status", d.Status,
+			"report_only", reportOnly)
+	}
+	if reportOnly {
+		return nil, "", replyContinueAndSkip
 	}
 	switch d.Action {
 	case policy.ActionAnswer:
@@ -190,6 +207,18 @@ func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRe
 	default:
 		return nil, "", replyContinueAndSkip
 	}
+}
+
+// Preview plays one HTTP request under policy p through the server's own decision and reply
+// code, without a stream, for `cors-extproc explain`: the reply to request_headers and, when the
+// server wants the response phase, its reply to response_headers carrying the upstream's
+// response headers (nil otherwise).
+func (s *Server) Preview(p *policy.Policy, request, response []*corev3.HeaderValue) (requestReply, responseReply *extprocv3.ProcessingResponse) {
+	pol, origin, requestReply := s.decideRequest(context.Background(), p, request)
+	if requestReply.GetRequestHeaders() != nil && requestReply.GetModeOverride() == nil {
+		responseReply = s.responseHeaders(pol, origin, &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: response}})
+	}
+	return requestReply, responseReply
 }
 
 // responseHeaders decorates an actual response (semantics section 8). Without a decision from
