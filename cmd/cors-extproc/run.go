@@ -31,7 +31,9 @@ import (
 type command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // commands are the operator tools; without one of their names first, cors-extproc serves.
-var commands = map[string]command{}
+var commands = map[string]command{
+	"import-kong": runImportKong,
+}
 
 // run is the whole program: main only adds the signal context and the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
