@@ -32,7 +32,9 @@ type command func(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 // commands are the operator tools; without one of their names first, cors-extproc serves.
 var commands = map[string]command{
+	"explain":     runExplain,
 	"import-kong": runImportKong,
+	"validate":    runValidate,
 }
 
 // run is the whole program: main only adds the signal context and the exit status.

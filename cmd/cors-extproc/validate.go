@@ -16,8 +16,6 @@ import (
 	"github.com/cors-extproc/cors-extproc/internal/processor"
 )
 
-func init() { commands["validate"] = runValidate }
-
 // finding is one line of validate's report.
 type finding struct {
 	File    string `json:"file"`

@@ -134,7 +134,7 @@ func (p *Policy) explainCredentials(o string, say func(string, ...any)) {
 	case allowAll:
 		say("credentials with every origin allowed and no Origin: access-control-allow-origin is *, without credentials (section 5)")
 	default:
-		say("credentials is true: access-control-allow-credentials: true is sent, even when the Origin was refused (section 5)")
+		say("credentials is true: access-control-allow-credentials: true is sent, whether or not the Origin was allowed (section 5)")
 	}
 }
 

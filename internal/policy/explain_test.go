@@ -52,7 +52,7 @@ func TestExplainSteps(t *testing.T) {
 				`origins[1] "https://*.b.test" (wildcard subdomain: one or more labels in front): does not match`,
 				`origins[2] "^https://c[0-9]\\.test$" (regex, anchored as a whole, against scheme://host[:port]): matches`,
 				`the first matching element wins: access-control-allow-origin is the normalized Origin "https://c7.test", with Vary: Origin (section 4.4)`,
-				`credentials is true: access-control-allow-credentials: true is sent, even when the Origin was refused (section 5)`,
+				`credentials is true: access-control-allow-credentials: true is sent, whether or not the Origin was allowed (section 5)`,
 			}},
 		{"single literal", `{"origin": "https://a.test", "report_only": true}`, actual("https://evil.test"), []string{
 			`actual request: method GET (section 6)`,

@@ -27,9 +27,10 @@ func headerValue(h *corev3.HeaderValue) string {
 	return h.GetValue()
 }
 
-// readRequest picks out what the policy reads. Keys arrive lower-cased; of a repeated header the
-// first value counts (semantics section 2).
-func readRequest(headers []*corev3.HeaderValue) policy.Request {
+// ReadRequest picks out what the policy reads from request headers as Envoy sends them. Keys
+// arrive lower-cased; of a repeated header the first value counts (semantics section 2). The
+// values share the headers' bytes, which must not change while the request is in use.
+func ReadRequest(headers []*corev3.HeaderValue) policy.Request {
 	var (
 		r                                policy.Request
 		seenMethod, seenOrigin, seenACRH bool
@@ -62,9 +63,9 @@ func readRequest(headers []*corev3.HeaderValue) policy.Request {
 	return r
 }
 
-// upstreamVaryListsOrigin reports whether any of the upstream's Vary fields already lists
+// UpstreamVaryListsOrigin reports whether any of the upstream's Vary fields already lists
 // Origin or *, in which case `Vary: Origin` is not added again (semantics sections 4 and 9.7).
-func upstreamVaryListsOrigin(headers []*corev3.HeaderValue) bool {
+func UpstreamVaryListsOrigin(headers []*corev3.HeaderValue) bool {
 	for _, h := range headers {
 		if h.GetKey() == policy.HeaderVary && policy.VaryListsOrigin(headerValue(h)) {
 			return true

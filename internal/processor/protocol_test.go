@@ -303,7 +303,7 @@ func TestNewRejectsUnknownDefault(t *testing.T) {
 // Header values are read from raw_value, falling back to value only when raw_value is empty
 // (contract section 2); the first of repeated fields counts.
 func TestReadRequest(t *testing.T) {
-	r := readRequest([]*corev3.HeaderValue{
+	r := ReadRequest([]*corev3.HeaderValue{
 		{Key: ":method", RawValue: []byte("OPTIONS")},
 		{Key: "origin", Value: "https://legacy.test"},
 		{Key: "origin", RawValue: []byte("https://second.test")},

@@ -187,7 +187,7 @@ func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRe
 // decideRequest is the request phase under policy p: the decision is taken, counted and logged,
 // then applied, except in report-only mode, where the request and its response pass untouched.
 func (s *Server) decideRequest(ctx context.Context, p *policy.Policy, headers []*corev3.HeaderValue) (*policy.Policy, string, *extprocv3.ProcessingResponse) {
-	r := readRequest(headers)
+	r := ReadRequest(headers)
 	d := p.Decide(&r)
 	s.countDecision(&d)
 	reportOnly := s.reportOnly || p.ReportOnly()
@@ -228,6 +228,6 @@ func (s *Server) responseHeaders(p *policy.Policy, origin string, h *extprocv3.H
 	if p == nil {
 		return replyContinueResponse
 	}
-	d := p.Decorate(origin, upstreamVaryListsOrigin(h.GetHeaders().GetHeaders()))
+	d := p.Decorate(origin, UpstreamVaryListsOrigin(h.GetHeaders().GetHeaders()))
 	return continueResponse(&d)
 }

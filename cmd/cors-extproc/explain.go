@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/cors-extproc/cors-extproc/internal/envoyconfig"
+	"github.com/cors-extproc/cors-extproc/internal/processor"
+)
+
+// headerFlag collects repeated `-H 'Name: value'` flags, in order, names lower-cased as Envoy
+// sends them.
+type headerFlag []*corev3.HeaderValue
+
+func (h *headerFlag) String() string { return "" }
+
+func (h *headerFlag) Set(v string) error {
+	name, value, ok := strings.Cut(v, ":")
+	name = strings.ToLower(strings.TrimSpace(name))
+	if !ok || name == "" {
+		return fmt.Errorf("%q: want 'Name: value'", v)
+	}
+	*h = append(*h, &corev3.HeaderValue{Key: name, RawValue: []byte(strings.TrimSpace(value))})
+	return nil
+}
+
+// runExplain answers "why was this request treated this way?": it resolves the policy as the
+// server would, explains each step of the decision, and shows what the server would send and
+// what the client would get. The decision and the replies come from the server's own code
+// (policy.Explain calls Decide and Decorate; processor.Server.Preview builds the replies).
+func runExplain(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cors-extproc explain", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: cors-extproc explain (--policy JSON | --ref NAME --policies FILE | --config FILE --route NAME) [-X METHOD] [-H 'Name: value' ...]")
+		fs.PrintDefaults()
+	}
+	var (
+		requestHeaders, upstreamHeaders headerFlag
+	)
+	inline := fs.String("policy", "", "the policy, as JSON")
+	ref := fs.String("ref", "", "a policy of the --policies file, by name")
+	policiesFile := fs.String("policies", "", "named-policy file (YAML: name → policy)")
+	config := fs.String("config", "", "Envoy configuration file holding the route (with --route)")
+	route := fs.String("route", "", `the route in --config: "vhost/route", a route name, or a virtual host name`)
+	namespace := fs.String("metadata-namespace", "cors", "filter_metadata namespace holding a route's policy, as the server's flag")
+	defaultName := fs.String("default-policy", "", "the server's --default-policy")
+	reportOnly := fs.Bool("report-only", false, "as the server's --report-only")
+	method := fs.String("X", "GET", "request method")
+	fs.Var(&requestHeaders, "H", "request header 'Name: value' (repeatable), e.g. -H 'Origin: https://app.example.com'")
+	fs.Var(&upstreamHeaders, "upstream-header", "a header of the upstream's response 'Name: value' (repeatable), e.g. Vary")
+	upstreamStatus := fs.Int("upstream-status", 200, "the upstream's response status")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+
+	var errs []error
+	sources := 0
+	for _, set := range []bool{*inline != "", *ref != "", *config != ""} {
+		if set {
+			sources++
+		}
+	}
+	if sources != 1 {
+		errs = append(errs, errors.New("give exactly one policy source: --policy JSON, --ref NAME or --config FILE --route NAME"))
+	}
+	if *ref != "" && *policiesFile == "" {
+		errs = append(errs, fmt.Errorf("--ref %q: needs --policies", *ref))
+	}
+	if (*config != "") != (*route != "") {
+		errs = append(errs, errors.New("--config and --route go together"))
+	}
+	if *method == "" {
+		errs = append(errs, errors.New("-X: must not be empty"))
+	}
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " ")))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+
+	named, err := loadNamed(*policiesFile)
+	if err != nil {
+		return err
+	}
+	resolver := &processor.Resolver{Namespace: *namespace, Policies: named.policies}
+	var res siteResolution
+	switch {
+	case *inline != "":
+		res = siteResolution{Resolution: resolver.JSON(*inline), source: "--policy"}
+	case *ref != "":
+		r := resolver.Named(*ref, "--ref")
+		res = siteResolution{Resolution: r, source: "--ref"}
+	default:
+		site, err := findRoute(*config, *route)
+		if err != nil {
+			return err
+		}
+		res = resolveSite(resolver, site, *defaultName)
+		res.source = fmt.Sprintf("%s %s in %s: %s", site.Kind, site.Name, *config, res.source)
+	}
+
+	srv, err := processor.New(processor.Options{Namespace: *namespace, Policies: named.policies, ReportOnly: *reportOnly})
+	if err != nil {
+		return err
+	}
+	request := append(headerFlag{{Key: ":method", RawValue: []byte(*method)}}, requestHeaders...)
+	upstream := append(headerFlag{{Key: ":status", RawValue: []byte(strconv.Itoa(*upstreamStatus))}}, upstreamHeaders...)
+	return writeExplanation(stdout, res, srv, request, upstream)
+}
+
+// findRoute finds the route (or virtual host) named in an Envoy configuration file.
+func findRoute(file, name string) (*envoyconfig.Site, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	sites, err := envoyconfig.Read(file, data)
+	if err != nil {
+		return nil, err
+	}
+	var found []*envoyconfig.Site
+	for _, s := range sites {
+		short := s.Name[strings.LastIndexByte(s.Name, '/')+1:]
+		if s.Name == name || (s.Kind == envoyconfig.KindRoute && short == name) {
+			found = append(found, s)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return nil, fmt.Errorf("--route %q: no such route or virtual host in %s", name, file)
+	}
+	names := make([]string, len(found))
+	for i, s := range found {
+		names[i] = s.Kind + " " + s.Name
+	}
+	return nil, fmt.Errorf("--route %q: ambiguous in %s: %s", name, file, strings.Join(names, ", "))
+}
+
+func writeExplanation(w io.Writer, res siteResolution, srv *processor.Server, request, upstream headerFlag) error {
+	var b strings.Builder
+	describe := res.source
+	if res.Name != "" {
+		describe += fmt.Sprintf(" (named policy %q)", res.Name)
+	}
+	fmt.Fprintf(&b, "policy: %s\n", describe)
+	fmt.Fprintf(&b, "request:\n")
+	for _, h := range request {
+		fmt.Fprintf(&b, "  %s: %s\n", h.GetKey(), h.GetRawValue())
+	}
+	if res.Policy == nil {
+		fmt.Fprintf(&b, "result: not a CORS route: the request and its response pass untouched\n")
+		writeClient(&b, upstream)
+		_, err := io.WriteString(w, b.String())
+		return err
+	}
+
+	r := processor.ReadRequest(request)
+	e := res.Policy.Explain(&r, processor.UpstreamVaryListsOrigin(upstream))
+	fmt.Fprintf(&b, "steps:\n")
+	for i, s := range e.Steps {
+		fmt.Fprintf(&b, "  %d. %s\n", i+1, s)
+	}
+	requestReply, responseReply := srv.Preview(res.Policy, request, upstream)
+	client := upstream
+	switch {
+	case requestReply.GetImmediateResponse() != nil:
+		ir := requestReply.GetImmediateResponse()
+		fmt.Fprintf(&b, "result: cors-extproc answers at once; the upstream is not called\n")
+		client = headerFlag{{Key: ":status", RawValue: []byte(strconv.Itoa(int(ir.GetStatus().GetCode())))}}
+		client = applyMutation(client, ir.GetHeaders())
+	case responseReply == nil:
+		fmt.Fprintf(&b, "result: the request goes upstream and its response comes back untouched (no response phase)\n")
+	default:
+		m := responseReply.GetResponseHeaders().GetResponse().GetHeaderMutation()
+		fmt.Fprintf(&b, "result: the request goes upstream; cors-extproc changes its response headers:\n")
+		for _, k := range m.GetRemoveHeaders() {
+			fmt.Fprintf(&b, "  remove %s\n", k)
+		}
+		for _, o := range m.GetSetHeaders() {
+			verb := "set"
+			//lint:ignore SA1019 the deprecated append flag is the one ext_proc honours (contract section 4).
+			if o.GetAppend().GetValue() {
+				verb = "append"
+			}
+			fmt.Fprintf(&b, "  %s %s: %s\n", verb, o.GetHeader().GetKey(), o.GetHeader().GetRawValue())
+		}
+		if m == nil {
+			fmt.Fprintf(&b, "  (none)\n")
+		}
+		client = applyMutation(upstream, m)
+	}
+	writeClient(&b, client)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// applyMutation applies a header mutation the way Envoy does (contract section 4): removals
+// first, then each set field replaces the fields of its name, or is added beside them when its
+// append flag is set.
+func applyMutation(fields headerFlag, m *extprocv3.HeaderMutation) headerFlag {
+	out := append(headerFlag(nil), fields...)
+	without := func(key string) headerFlag {
+		kept := out[:0:0]
+		for _, f := range out {
+			if f.GetKey() != key {
+				kept = append(kept, f)
+			}
+		}
+		return kept
+	}
+	for _, k := range m.GetRemoveHeaders() {
+		out = without(k)
+	}
+	for _, o := range m.GetSetHeaders() {
+		//lint:ignore SA1019 the deprecated append flag is the one ext_proc honours (contract section 4).
+		if !o.GetAppend().GetValue() {
+			out = without(o.GetHeader().GetKey())
+		}
+		out = append(out, o.GetHeader())
+	}
+	return out
+}
+
+// writeClient writes the response as the client gets it.
+func writeClient(b *strings.Builder, fields headerFlag) {
+	fmt.Fprintf(b, "the client gets:\n")
+	for _, f := range fields {
+		if f.GetKey() == ":status" {
+			fmt.Fprintf(b, "  status %s\n", f.GetRawValue())
+		}
+	}
+	for _, f := range fields {
+		if f.GetKey() != ":status" {
+			fmt.Fprintf(b, "  %s: %s\n", f.GetKey(), f.GetRawValue())
+		}
+	}
+}
