@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -89,6 +91,10 @@ type Config struct {
 	// RequestAttributes is Envoy's request_attributes; nil means DefaultRequestAttributes. Only
 	// the Attr* names are played. No response_attributes are configured (contract §2).
 	RequestAttributes []string
+	// ReceivingNamespaces is metadata_options.receiving_namespaces.untyped: the namespaces of a
+	// reply's dynamic_metadata that Envoy applies to the request's dynamic metadata; others
+	// are dropped.
+	ReceivingNamespaces []string
 }
 
 // Route is the route Envoy matched for the request, as far as ext_proc sees it.
@@ -164,6 +170,9 @@ type Result struct {
 	ClosedByServer bool
 	// Messages is the number of ProcessingRequests sent on the stream.
 	Messages int
+	// DynamicMetadata is the request's dynamic metadata as Envoy holds it after the exchange
+	// (what an access log's %DYNAMIC_METADATA(ns:key)% reads), by namespace.
+	DynamicMetadata map[string]*structpb.Struct
 }
 
 // Envoy plays one ext_proc filter. It is safe for concurrent use.
@@ -393,6 +402,7 @@ func (x *exchange) request(ctx context.Context, res *Result, req Request, attrs 
 		return failed(res, err)
 	}
 	x.override(r)
+	x.receiveMetadata(res, r)
 	switch kind := r.GetResponse().(type) {
 	case *extprocv3.ProcessingResponse_RequestHeaders:
 		common := kind.RequestHeaders.GetResponse()
@@ -444,6 +454,7 @@ func (x *exchange) response(ctx context.Context, res *Result, resp Response) err
 		return failed(res, err)
 	}
 	x.override(r)
+	x.receiveMetadata(res, r)
 	switch kind := r.GetResponse().(type) {
 	case *extprocv3.ProcessingResponse_ResponseHeaders:
 		common := kind.ResponseHeaders.GetResponse()
@@ -485,6 +496,30 @@ func (x *exchange) observe(res *Result, req Request, attrs *structpb.Struct, ups
 	resp := x.callUpstream(res, req, upstream)
 	res.ResponsePhaseSent = true
 	x.send(responseHeaders(resp, !resp.Body))
+}
+
+// receiveMetadata applies a reply's dynamic_metadata as Envoy does: each top-level field names a
+// namespace, applied only when listed in ReceivingNamespaces and only when it holds a struct,
+// whose fields are merged into what the namespace already holds (Envoy source: ext_proc's
+// setDynamicMetadata and StreamInfo::setDynamicMetadata, a protobuf MergeFrom).
+func (x *exchange) receiveMetadata(res *Result, r *extprocv3.ProcessingResponse) {
+	for ns, v := range r.GetDynamicMetadata().GetFields() {
+		st := v.GetStructValue()
+		if st == nil || !slices.Contains(x.e.cfg.ReceivingNamespaces, ns) {
+			continue
+		}
+		if res.DynamicMetadata == nil {
+			res.DynamicMetadata = map[string]*structpb.Struct{}
+		}
+		held, ok := res.DynamicMetadata[ns]
+		if !ok {
+			held = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+			res.DynamicMetadata[ns] = held
+		}
+		for k, f := range st.GetFields() {
+			held.Fields[k] = proto.Clone(f).(*structpb.Value)
+		}
+	}
 }
 
 // override honours mode_override only with AllowModeOverride (contract §4). Envoy replaces its

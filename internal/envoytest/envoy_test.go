@@ -17,7 +17,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -715,4 +717,35 @@ func TestRequestAttributesConfig(t *testing.T) {
 		}
 	}()
 	New(Serve(t, f), Config{RequestAttributes: []string{"request.path"}})
+}
+
+// Dynamic metadata in replies reaches the request's metadata only for receiving namespaces, as
+// structs, merged field by field across replies.
+func TestDynamicMetadata(t *testing.T) {
+	st := func(fields map[string]any) *structpb.Value { return structpb.NewStructValue(Struct(fields)) }
+	f := &fakeServer{reply: func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+		r := continueAll(m)
+		if m.GetRequestHeaders() != nil {
+			r.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{
+				"cors-extproc": st(map[string]any{"decision": "actual", "origin": "allowed"}),
+				"other":        st(map[string]any{"x": "y"}),
+				"scalar":       structpb.NewStringValue("dropped"),
+			}}
+		} else {
+			r.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{
+				"cors-extproc": st(map[string]any{"origin": "rejected", "phase": "response"}),
+			}}
+		}
+		return r
+	}}
+	envoy := start(t, f, Config{ReceivingNamespaces: []string{"cors-extproc", "scalar"}})
+	res, err := envoy.Do(context.Background(), Route{}, Request{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]*structpb.Struct{"cors-extproc": Struct(map[string]any{
+		"decision": "actual", "origin": "rejected", "phase": "response"})}
+	if len(res.DynamicMetadata) != 1 || !proto.Equal(res.DynamicMetadata["cors-extproc"], want["cors-extproc"]) {
+		t.Fatalf("dynamic metadata %v, want %v", res.DynamicMetadata, want)
+	}
 }

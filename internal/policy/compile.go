@@ -282,6 +282,17 @@ func Unusable(err error) *Policy {
 // Err returns the validation error of an unusable policy, and nil for a usable one.
 func (p *Policy) Err() error { return p.err }
 
+// Element returns the origins element at index i as written in the policy (the one
+// RequestDecision.Matched names), or "" when there is none.
+func (p *Policy) Element(i int) string {
+	for _, el := range p.origins {
+		if el.index == i {
+			return el.text
+		}
+	}
+	return ""
+}
+
 // ReportOnly reports whether the policy is in report-only mode: its decisions are to be
 // computed, counted and logged, but not applied, so that CORS can be rolled out on a live API
 // without breaking it (in the spirit of Envoy's shadow_enabled).

@@ -500,7 +500,7 @@ func BenchmarkPolicyCache(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			if srv.lookup(ctx, attrs[i]) == nil {
+			if srv.lookup(ctx, attrs[i]).Policy == nil {
 				b.Fatal("no policy")
 			}
 			i = (i + 1) % routes
@@ -515,7 +515,7 @@ func BenchmarkPolicyCache(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			if srv.lookup(ctx, attrs[i]) == nil {
+			if srv.lookup(ctx, attrs[i]).Policy == nil {
 				b.Fatal("no policy")
 			}
 			i = (i + 1) % routes
@@ -534,7 +534,7 @@ func TestPolicyCacheHitDoesNotAllocate(t *testing.T) {
 	attrs := routeAttributes(t, 3)
 	ctx := context.Background()
 	for _, a := range attrs {
-		require.NotNil(t, srv.lookup(ctx, a))
+		require.NotNil(t, srv.lookup(ctx, a).Policy)
 	}
 	i := 0
 	allocs := testing.AllocsPerRun(1000, func() {

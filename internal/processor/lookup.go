@@ -9,8 +9,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/types/known/structpb"
-
-	"github.com/cors-extproc/cors-extproc/internal/policy"
 )
 
 // Names Envoy and Envoy Gateway use for what the server reads (contract sections 2 and 3).
@@ -34,16 +32,16 @@ const (
 )
 
 // lookup finds the request's policy in the order of contract section 3; the first channel that
-// names a policy wins, whole. It returns nil when the request is not on a CORS route. The
+// names a policy wins, whole. Its Policy is nil when the request is not on a CORS route. The
 // policy set is loaded once, so a reload during the lookup cannot mix two sets.
-func (s *Server) lookup(ctx context.Context, attrs *structpb.Struct) *policy.Policy {
+func (s *Server) lookup(ctx context.Context, attrs *structpb.Struct) Resolution {
 	set := s.set.Load()
 	var routeName string
 	if attrs != nil {
 		routeName = attrs.GetFields()[attrRouteName].GetStringValue()
 	}
 	if v := metadata.ValueFromIncomingContext(ctx, grpcPolicyKey); len(v) > 0 {
-		return s.resolve(set.jsonCache, v[0], channelGRPCMetadata, routeName, set.resolver.JSON).Policy
+		return s.resolve(set.jsonCache, v[0], channelGRPCMetadata, routeName, set.resolver.JSON)
 	}
 	for _, a := range [...]struct {
 		attr string
@@ -58,7 +56,7 @@ func (s *Server) lookup(ctx context.Context, attrs *structpb.Struct) *policy.Pol
 			continue
 		}
 		if r := s.resolve(set.textCache, text, a.ch, routeName, set.resolver.MetadataText); r.Found {
-			return r.Policy
+			return r
 		}
 	}
 	return set.defaultPolicy

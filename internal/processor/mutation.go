@@ -7,6 +7,7 @@ import (
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/cors-extproc/cors-extproc/internal/policy"
@@ -143,6 +144,35 @@ func immediateResponse(d *policy.RequestDecision) *extprocv3.ProcessingResponse 
 	r.answer.Status, r.answer.Headers = &r.status, &r.mutation
 	r.oneof.ImmediateResponse = &r.answer
 	r.response.Response = &r.oneof
+	return &r.response
+}
+
+// continueReply is a request_headers CONTINUE with everything it points to, allocated at once.
+type continueReply struct {
+	response extprocv3.ProcessingResponse
+	oneof    extprocv3.ProcessingResponse_RequestHeaders
+	headers  extprocv3.HeadersResponse
+	common   extprocv3.CommonResponse
+}
+
+// continueRequest lets the request go upstream, skipping the response phase when skip is set
+// (see replyContinueAndSkip), with the decision's dynamic metadata md. Without metadata the
+// reply is one of the shared ones.
+func continueRequest(skip bool, md *structpb.Struct) *extprocv3.ProcessingResponse {
+	switch {
+	case md == nil && skip:
+		return replyContinueAndSkip
+	case md == nil:
+		return replyContinueRequest
+	}
+	r := &continueReply{}
+	r.headers.Response = &r.common
+	r.oneof.RequestHeaders = &r.headers
+	r.response.Response = &r.oneof
+	r.response.DynamicMetadata = md
+	if skip {
+		r.response.ModeOverride = replyContinueAndSkip.ModeOverride
+	}
 	return &r.response
 }
 

@@ -372,3 +372,44 @@ func TestReportOnly(t *testing.T) {
 		})
 	}
 }
+
+// Each decision reaches Envoy's dynamic metadata, for its access log; nothing is sent without a
+// namespace.
+func TestDynamicMetadata(t *testing.T) {
+	named, _, err := policy.ParseNamed([]byte(`spa: {origins: ["https://app.example.com", "https://*.example.com"]}`))
+	require.NoError(t, err)
+	envoy, _ := newEnvoy(t, Options{Policies: named, DynamicMetadataNamespace: "cors-extproc"},
+		envoytest.Config{AllowModeOverride: true, ReceivingNamespaces: []string{"cors-extproc"}})
+	ref := envoytest.Route{Metadata: envoytest.Metadata("cors", map[string]any{"ref": "spa"})}
+	inline := corsRoute(map[string]any{"origins": []string{"https://*.example.com", "https://x.test"}, "report_only": true})
+	broken := corsRoute(map[string]any{"origins": "https://x.test"})
+	for _, tc := range []struct {
+		name  string
+		route envoytest.Route
+		req   envoytest.Request
+		want  map[string]any
+	}{
+		{"preflight answered", ref, preflightApp, map[string]any{
+			"decision": "preflight_answered", "origin": "allowed", "matched": app, "policy": "spa", "report_only": false}},
+		{"actual by wildcard", ref, envoytest.Request{Headers: envoytest.Headers{{Key: "origin", Value: "https://b.example.com"}}}, map[string]any{
+			"decision": "actual", "origin": "allowed", "matched": "https://*.example.com", "policy": "spa", "report_only": false}},
+		{"rejected, report only", inline, envoytest.Request{Headers: envoytest.Headers{{Key: "origin", Value: evil}}}, map[string]any{
+			"decision": "actual", "origin": "rejected", "policy": "filter_metadata.cors", "report_only": true}},
+		{"no origin", ref, envoytest.Request{}, map[string]any{
+			"decision": "actual", "origin": "absent", "policy": "spa", "report_only": false}},
+		{"unusable policy", broken, preflightApp, map[string]any{
+			"decision": "unusable_policy", "origin": "rejected", "policy": "filter_metadata.cors", "report_only": false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := envoy.Do(testCtx(t), tc.route, tc.req, nil)
+			require.NoError(t, err)
+			require.Contains(t, res.DynamicMetadata, "cors-extproc")
+			assert.Equal(t, tc.want, res.DynamicMetadata["cors-extproc"].AsMap())
+		})
+	}
+
+	plain, _ := newEnvoy(t, Options{}, envoytest.Config{AllowModeOverride: true, ReceivingNamespaces: []string{"cors-extproc"}})
+	res, err := plain.Do(testCtx(t), corsRoute(appOnly), preflightApp, nil)
+	require.NoError(t, err)
+	assert.Nil(t, res.DynamicMetadata)
+}

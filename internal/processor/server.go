@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/cors-extproc/cors-extproc/internal/policy"
 )
@@ -39,6 +40,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the server's Prometheus metrics; nil registers nowhere.
 	Registerer prometheus.Registerer
+	// DynamicMetadataNamespace is the namespace under which each decision is returned to Envoy
+	// as dynamic metadata, for its access log; empty sends none.
+	DynamicMetadataNamespace string
 	// ReportOnly puts every policy in report-only mode (the policy field report_only does it
 	// for one): decisions are taken, counted and logged, but nothing is changed.
 	ReportOnly bool
@@ -55,6 +59,7 @@ type Server struct {
 	set         atomic.Pointer[policySet]
 	log         *slog.Logger
 	metrics     *metrics
+	metadata    *decisionMetadata // nil when no dynamic metadata is sent
 }
 
 // policySet is everything a reload of the named-policy file replaces, whole: the resolver, the
@@ -62,7 +67,7 @@ type Server struct {
 // stream that started with one set keeps the policy it found.
 type policySet struct {
 	resolver      Resolver
-	defaultPolicy *policy.Policy
+	defaultPolicy Resolution // Found only when a default policy is configured
 	jsonCache     *policyCache
 	textCache     *policyCache
 }
@@ -84,6 +89,9 @@ func New(opts Options) (*Server, error) {
 		defaultName: opts.DefaultPolicy,
 		cacheSize:   opts.CacheSize,
 		log:         opts.Logger,
+	}
+	if opts.DynamicMetadataNamespace != "" {
+		s.metadata = newDecisionMetadata(opts.DynamicMetadataNamespace, opts.CacheSize)
 	}
 	if err := s.SetPolicies(opts.Policies); err != nil {
 		return nil, err
@@ -110,7 +118,7 @@ func (s *Server) SetPolicies(named map[string]*policy.Policy) error {
 		if !ok {
 			return fmt.Errorf("default policy %q is not in the named-policy file", s.defaultName)
 		}
-		set.defaultPolicy = p
+		set.defaultPolicy = Resolution{Found: true, Policy: p, Name: s.defaultName, Where: "--default-policy"}
 	}
 	s.set.Store(set)
 	return nil
@@ -176,17 +184,19 @@ func (s *Server) endOfStream(ctx context.Context, err error) error {
 
 // requestHeaders takes the request-phase decision and returns what the response phase needs.
 func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) (*policy.Policy, string, *extprocv3.ProcessingResponse) {
-	p := s.lookup(ctx, req.GetAttributes()[attributesKey])
-	if p == nil {
+	res := s.lookup(ctx, req.GetAttributes()[attributesKey])
+	if res.Policy == nil {
 		s.metrics.decisions[decisionNotCORS].Inc()
 		return nil, "", replyContinueAndSkip
 	}
-	return s.decideRequest(ctx, p, h.GetHeaders().GetHeaders())
+	return s.decideRequest(ctx, &res, h.GetHeaders().GetHeaders())
 }
 
-// decideRequest is the request phase under policy p: the decision is taken, counted and logged,
-// then applied, except in report-only mode, where the request and its response pass untouched.
-func (s *Server) decideRequest(ctx context.Context, p *policy.Policy, headers []*corev3.HeaderValue) (*policy.Policy, string, *extprocv3.ProcessingResponse) {
+// decideRequest is the request phase under the resolved policy: the decision is taken, counted,
+// logged and returned to Envoy as dynamic metadata, then applied, except in report-only mode,
+// where the request and its response pass untouched.
+func (s *Server) decideRequest(ctx context.Context, res *Resolution, headers []*corev3.HeaderValue) (*policy.Policy, string, *extprocv3.ProcessingResponse) {
+	p := res.Policy
 	r := ReadRequest(headers)
 	d := p.Decide(&r)
 	s.countDecision(&d)
@@ -196,16 +206,21 @@ func (s *Server) decideRequest(ctx context.Context, p *policy.Policy, headers []
 			"kind", kindName(d.Kind), "origin_result", originResultName(d.Origin), "status", d.Status,
 			"report_only", reportOnly)
 	}
-	if reportOnly {
-		return nil, "", replyContinueAndSkip
+	var md *structpb.Struct
+	if s.metadata != nil {
+		md = s.metadata.get(res, &d, reportOnly)
 	}
-	switch d.Action {
-	case policy.ActionAnswer:
-		return nil, "", immediateResponse(&d)
-	case policy.ActionDecorate:
-		return p, r.Origin, replyContinueRequest
+	switch {
+	case reportOnly:
+		return nil, "", continueRequest(true, md)
+	case d.Action == policy.ActionAnswer:
+		reply := immediateResponse(&d)
+		reply.DynamicMetadata = md
+		return nil, "", reply
+	case d.Action == policy.ActionDecorate:
+		return p, r.Origin, continueRequest(false, md)
 	default:
-		return nil, "", replyContinueAndSkip
+		return nil, "", continueRequest(true, md)
 	}
 }
 
@@ -214,7 +229,7 @@ func (s *Server) decideRequest(ctx context.Context, p *policy.Policy, headers []
 // server wants the response phase, its reply to response_headers carrying the upstream's
 // response headers (nil otherwise).
 func (s *Server) Preview(p *policy.Policy, request, response []*corev3.HeaderValue) (requestReply, responseReply *extprocv3.ProcessingResponse) {
-	pol, origin, requestReply := s.decideRequest(context.Background(), p, request)
+	pol, origin, requestReply := s.decideRequest(context.Background(), &Resolution{Found: true, Policy: p}, request)
 	if requestReply.GetRequestHeaders() != nil && requestReply.GetModeOverride() == nil {
 		responseReply = s.responseHeaders(pol, origin, &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: response}})
 	}

@@ -1,0 +1,82 @@
+package processor
+
+import (
+	"sync"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/cors-extproc/cors-extproc/internal/policy"
+)
+
+// decisionMetadata builds the dynamic metadata that returns each decision to Envoy, so that an
+// access log can show it (`%DYNAMIC_METADATA(cors-extproc:decision)%`). Envoy applies only the
+// namespaces listed in the filter's metadata_options.receiving_namespaces.
+//
+// A decision's metadata depends only on the policy and the decision, never on the request's
+// own text, so each distinct one is built once and shared by every reply that carries it
+// (nothing writes to a message being sent). The map is bounded: when full it is emptied, which
+// costs a rebuild of what is in use and keeps no stale policy alive.
+type decisionMetadata struct {
+	namespace string
+	max       int
+	mu        sync.RWMutex
+	structs   map[decisionKey]*structpb.Struct
+}
+
+type decisionKey struct {
+	policy     *policy.Policy
+	name       string
+	where      string
+	kind       policy.Kind
+	origin     policy.OriginResult
+	matched    int
+	reportOnly bool
+}
+
+func newDecisionMetadata(namespace string, max int) *decisionMetadata {
+	return &decisionMetadata{namespace: namespace, max: max, structs: make(map[decisionKey]*structpb.Struct)}
+}
+
+// get returns the metadata of decision d under the resolved policy res.
+func (m *decisionMetadata) get(res *Resolution, d *policy.RequestDecision, reportOnly bool) *structpb.Struct {
+	k := decisionKey{policy: res.Policy, name: res.Name, where: res.Where, kind: d.Kind, origin: d.Origin,
+		matched: d.Matched, reportOnly: reportOnly}
+	m.mu.RLock()
+	st, ok := m.structs[k]
+	m.mu.RUnlock()
+	if ok {
+		return st
+	}
+	st = m.build(k)
+	m.mu.Lock()
+	if len(m.structs) >= m.max {
+		clear(m.structs)
+	}
+	m.structs[k] = st
+	m.mu.Unlock()
+	return st
+}
+
+// build makes the metadata: the namespace holds the decision kind, the origin result, the
+// origins element that matched, the policy's name (or where it was found) and the mode.
+func (m *decisionMetadata) build(k decisionKey) *structpb.Struct {
+	source := k.where
+	if k.name != "" {
+		source = k.name
+	}
+	fields := map[string]*structpb.Value{
+		"decision":    structpb.NewStringValue(kindName(k.kind)),
+		"origin":      structpb.NewStringValue(originResultName(k.origin)),
+		"policy":      structpb.NewStringValue(source),
+		"report_only": structpb.NewBoolValue(k.reportOnly),
+	}
+	if el := k.policy.Element(k.matched); el != "" {
+		fields["matched"] = structpb.NewStringValue(el)
+	}
+	if k.policy.Err() != nil {
+		fields["decision"] = structpb.NewStringValue("unusable_policy")
+	}
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		m.namespace: structpb.NewStructValue(&structpb.Struct{Fields: fields}),
+	}}
+}
