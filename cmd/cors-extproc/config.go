@@ -29,7 +29,19 @@ type config struct {
 	keepaliveTimeout     time.Duration
 	maxConcurrentStreams uint
 	cacheSize            int
+	reloadInterval       time.Duration
+	reportOnly           bool
+	dynamicMetadata      bool
+	dynamicMetadataNS    string
 	showVersion          bool
+}
+
+// sentMetadataNamespace is the dynamic metadata namespace the server sends, "" for none.
+func (c config) sentMetadataNamespace() string {
+	if c.dynamicMetadata {
+		return c.dynamicMetadataNS
+	}
+	return ""
 }
 
 // errHelp is returned after -h printed the usage; run treats it as success.
@@ -57,6 +69,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.keepaliveTimeout, "grpc-keepalive-timeout", 10*time.Second, "close a connection whose ping is not answered within this long")
 	fs.UintVar(&c.maxConcurrentStreams, "grpc-max-concurrent-streams", 1000, "streams (in-flight HTTP requests) per Envoy connection; Envoy opens another connection beyond it")
 	fs.IntVar(&c.cacheSize, "policy-cache-size", 10000, "distinct policy sources kept compiled")
+	fs.DurationVar(&c.reloadInterval, "policies-reload-interval", 5*time.Second, "how often the --policies file is checked for changes; 0 disables hot reload")
+	fs.BoolVar(&c.reportOnly, "report-only", false, "report-only mode for every policy: decisions are counted and logged, nothing is changed")
+	fs.BoolVar(&c.dynamicMetadata, "dynamic-metadata", false, "return each decision to Envoy as dynamic metadata, for its access log (costs about 14 allocations per request)")
+	fs.StringVar(&c.dynamicMetadataNS, "dynamic-metadata-namespace", "cors-extproc", "namespace of the decision's dynamic metadata; list it in Envoy's metadata_options.receiving_namespaces")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -111,6 +127,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if c.maxConcurrentStreams == 0 {
 		errs = append(errs, errors.New("--grpc-max-concurrent-streams 0: must be positive"))
+	}
+	if c.reloadInterval < 0 {
+		errs = append(errs, fmt.Errorf("--policies-reload-interval %v: must be at least 0", c.reloadInterval))
+	}
+	if c.dynamicMetadata && c.dynamicMetadataNS == "" {
+		errs = append(errs, errors.New("--dynamic-metadata-namespace: must not be empty with --dynamic-metadata"))
 	}
 	if c.cacheSize <= 0 {
 		errs = append(errs, fmt.Errorf("--policy-cache-size %d: must be positive", c.cacheSize))

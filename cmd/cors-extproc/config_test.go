@@ -75,3 +75,19 @@ func TestParseConfigBadFlag(t *testing.T) {
 	_, err := parseConfig([]string{"--no-such-flag"}, env(nil), io.Discard)
 	require.EqualError(t, err, "flag provided but not defined: -no-such-flag")
 }
+
+func TestParseConfigOperatorFlags(t *testing.T) {
+	c, err := parseConfig([]string{"--dynamic-metadata", "--report-only", "--policies-reload-interval", "0"}, env(nil), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, "cors-extproc", c.sentMetadataNamespace())
+	assert.True(t, c.reportOnly)
+	assert.Zero(t, c.reloadInterval)
+
+	c, err = parseConfig(nil, env(map[string]string{"CORS_EXTPROC_DYNAMIC_METADATA_NAMESPACE": "edge"}), io.Discard)
+	require.NoError(t, err)
+	assert.Empty(t, c.sentMetadataNamespace(), "no metadata unless --dynamic-metadata")
+
+	_, err = parseConfig([]string{"--dynamic-metadata", "--dynamic-metadata-namespace", "", "--policies-reload-interval", "-1s"}, env(nil), io.Discard)
+	require.EqualError(t, err, `--policies-reload-interval -1s: must be at least 0
+--dynamic-metadata-namespace: must not be empty with --dynamic-metadata`)
+}

@@ -62,22 +62,33 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := newLogger(cfg, stderr)
 
-	named, err := loadPolicies(cfg.policiesFile, log)
+	named, policyData, err := loadPolicies(cfg.policiesFile, log)
 	if err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	proc, err := processor.New(processor.Options{
-		Namespace:     cfg.namespace,
-		Policies:      named,
-		DefaultPolicy: cfg.defaultPolicy,
-		CacheSize:     cfg.cacheSize,
-		Logger:        log,
-		Registerer:    reg,
+		Namespace:                cfg.namespace,
+		Policies:                 named,
+		DefaultPolicy:            cfg.defaultPolicy,
+		CacheSize:                cfg.cacheSize,
+		Logger:                   log,
+		Registerer:               reg,
+		ReportOnly:               cfg.reportOnly,
+		DynamicMetadataNamespace: cfg.sentMetadataNamespace(),
 	})
 	if err != nil {
 		return err
+	}
+	if cfg.policiesFile != "" && cfg.reloadInterval > 0 {
+		reloader, err := newPolicyReloader(cfg.policiesFile, policyData, proc, log, reg)
+		if err != nil {
+			return err
+		}
+		reloadCtx, stopReload := context.WithCancel(ctx)
+		defer stopReload()
+		go reloader.run(reloadCtx, cfg.reloadInterval)
 	}
 
 	grpcLis, err := net.Listen("tcp", cfg.grpcAddr)
@@ -204,13 +215,13 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 
 // loadPolicies reads the named-policy file. The server refuses to start on an invalid file and
 // reports every error, each with its policy name and field; warnings are logged.
-func loadPolicies(path string, log *slog.Logger) (map[string]*policy.Policy, error) {
+func loadPolicies(path string, log *slog.Logger) (map[string]*policy.Policy, []byte, error) {
 	if path == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("--policies: %w", err)
+		return nil, nil, fmt.Errorf("--policies: %w", err)
 	}
 	named, warnings, err := policy.ParseNamed(data)
 	for _, w := range warnings {
@@ -222,10 +233,10 @@ func loadPolicies(path string, log *slog.Logger) (map[string]*policy.Policy, err
 		for i, p := range invalid.Problems {
 			lines[i] = "\n  " + p.Error()
 		}
-		return nil, fmt.Errorf("--policies %s: invalid named-policy file:%s", path, strings.Join(lines, ""))
+		return nil, nil, fmt.Errorf("--policies %s: invalid named-policy file:%s", path, strings.Join(lines, ""))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("--policies %s: %w", path, err)
+		return nil, nil, fmt.Errorf("--policies %s: %w", path, err)
 	}
-	return named, nil
+	return named, data, nil
 }

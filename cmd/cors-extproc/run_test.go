@@ -65,7 +65,8 @@ func startServer(t *testing.T, args ...string) *runningServer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &runningServer{stderr: &syncBuffer{}, stop: cancel, done: make(chan struct{})}
-	args = append([]string{"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, args...)
+	// Later flags win: a test may set its own drain period.
+	args = append([]string{"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--drain-period", "0s"}, args...)
 	go func() {
 		s.err = run(ctx, args, io.Discard, s.stderr)
 		close(s.done)
@@ -245,4 +246,19 @@ func TestRunOtherStartErrors(t *testing.T) {
 	var out bytes.Buffer
 	require.NoError(t, run(context.Background(), []string{"--version"}, &out, io.Discard))
 	assert.Equal(t, "cors-extproc dev\n", out.String())
+}
+
+// --report-only and --dynamic-metadata reach the server: the decision is returned to Envoy but
+// nothing is changed.
+func TestRunReportOnlyWithDynamicMetadata(t *testing.T) {
+	s := startServer(t, "--report-only", "--dynamic-metadata")
+	envoy := envoytest.New(dial(t, s.grpcAddr), envoytest.Config{AllowModeOverride: true,
+		MessageTimeout: 5 * time.Second, ReceivingNamespaces: []string{"cors-extproc"}})
+	route := envoytest.Route{Metadata: envoytest.Metadata("cors", map[string]any{"origins": []string{"https://app.example.com", "https://x.test"}})}
+	res, err := envoy.Do(context.Background(), route, preflight, nil)
+	require.NoError(t, err)
+	assert.False(t, res.Answered, "report-only: the preflight goes upstream")
+	require.Contains(t, res.DynamicMetadata, "cors-extproc")
+	assert.Equal(t, map[string]any{"decision": "preflight_answered", "origin": "allowed", "matched": "https://app.example.com",
+		"policy": "filter_metadata.cors", "report_only": true}, res.DynamicMetadata["cors-extproc"].AsMap())
 }
