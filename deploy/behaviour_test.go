@@ -2,7 +2,9 @@ package deploy_test
 
 import (
 	"context"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,18 +21,19 @@ import (
 // the deploy's named-policy file, driven by a client that plays Envoy's ext_proc filter as
 // each deployment configures it.
 
-// newEnvoy starts the processor as the deployments run it (the named-policy file, no default
-// policy) and plays an Envoy whose ext_proc filter is configured like p.
 // testMessageTimeout replaces Envoy's per-message timeout in these tests.
 const testMessageTimeout = 5 * time.Second
 
+// newEnvoy starts the processor as the deployments run it (the named-policy file, no default
+// policy, decisions as dynamic metadata) and plays an Envoy whose ext_proc filter is
+// configured like p.
 func newEnvoy(t *testing.T, p *extprocv3.ExternalProcessor, format envoytest.MetadataFormat) *envoytest.Envoy {
 	t.Helper()
 	named, warnings, err := policy.ParseNamed(readFile(t, namedPoliciesFile))
 	if err != nil || len(warnings) > 0 {
 		t.Fatalf("%s: %v %v", namedPoliciesFile, err, warnings)
 	}
-	srv, err := processor.New(processor.Options{Policies: named})
+	srv, err := processor.New(processor.Options{Policies: named, DynamicMetadataNamespace: "cors-extproc"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,9 +41,10 @@ func newEnvoy(t *testing.T, p *extprocv3.ExternalProcessor, format envoytest.Met
 		AllowModeOverride: p.GetAllowModeOverride(),
 		// Not the deploy's 200 ms: under the race detector on a shared 2-core machine one
 		// exchange can take longer, which says nothing about how the route behaves.
-		MessageTimeout:    testMessageTimeout,
-		RequestAttributes: p.GetRequestAttributes(),
-		MetadataFormat:    format,
+		MessageTimeout:      testMessageTimeout,
+		RequestAttributes:   p.GetRequestAttributes(),
+		MetadataFormat:      format,
+		ReceivingNamespaces: p.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(),
 	})
 }
 
@@ -235,6 +239,37 @@ func TestEnvoyRoutesBehave(t *testing.T) {
 		{name: "www-default refuses others and strips the upstream's ACAO", route: route("www-default"), req: actual("https://elsewhere.test"),
 			upstream: upstreamWithCORS, status: 200, want: map[string]string{acac: "true"}, absent: []string{acao}},
 	})
+}
+
+// The access log of envoy.yaml reads the decision that the server (run with --dynamic-metadata
+// by the Deployment and compose files) returns in the namespace the filter receives.
+func TestEnvoyAccessLogGetsDecisions(t *testing.T) {
+	c := loadEnvoy(t)
+	for _, file := range []string{"k8s/deployment.yaml", "docker-compose.yaml"} {
+		if !strings.Contains(string(readFile(t, file)), "- --dynamic-metadata\n") {
+			t.Errorf("%s: the server does not run with --dynamic-metadata", file)
+		}
+	}
+	routes := envoyRoutes(t, c)
+	envoy := newEnvoy(t, c.extProc, envoytest.OneLine)
+	r := routes["reports"]
+	res, err := envoy.Do(context.Background(), envoytest.Route{Name: "reports", Metadata: r.Metadata, VirtualHostMetadata: r.VirtualHostMetadata},
+		actual("https://reports.example.com"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := res.DynamicMetadata["cors-extproc"].AsMap()
+	want := map[string]any{"decision": "actual", "origin": "allowed", "matched": "https://reports.example.com",
+		"policy": "reporting", "report_only": false}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("dynamic metadata %v, want %v", got, want)
+	}
+	format := string(readFile(t, "envoy.yaml"))
+	for key := range want {
+		if !strings.Contains(format, "%DYNAMIC_METADATA(cors-extproc:"+key+")%") {
+			t.Errorf("envoy.yaml: the access log does not show %s", key)
+		}
+	}
 }
 
 // TestEnvoyGatewayRouteBehaves plays the HTTPRoute's rule with the metadata Envoy Gateway
