@@ -7,7 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -28,17 +30,17 @@ type finding struct {
 // runValidate checks every policy that the given Envoy configuration and named-policy file hold,
 // through every channel the server reads, before they are applied. It exits 1 on any error.
 func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cors-extproc validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
+	flags := flag.NewFlagSet("cors-extproc validate", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	flags.Usage = func() {
 		fmt.Fprintln(stderr, "usage: cors-extproc validate [--policies FILE] [flags] [ENVOY-CONFIG ...]")
-		fs.PrintDefaults()
+		flags.PrintDefaults()
 	}
-	policiesFile := fs.String("policies", "", "named-policy file (YAML: name → policy)")
-	namespace := fs.String("metadata-namespace", "cors", "filter_metadata namespace holding a route's policy, as the server's flag")
-	defaultName := fs.String("default-policy", "", "the server's --default-policy, for routes that name no policy")
-	format := fs.String("format", "text", "output format: text or json")
-	if err := fs.Parse(args); err != nil {
+	policiesFile := flags.String("policies", "", "named-policy file (YAML: name → policy)")
+	namespace := flags.String("metadata-namespace", "cors", "filter_metadata namespace holding a route's policy, as the server's flag")
+	defaultName := flags.String("default-policy", "", "the server's --default-policy, for routes that name no policy")
+	format := flags.String("format", "text", "output format: text or json")
+	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
@@ -48,7 +50,7 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	if *format != "text" && *format != "json" {
 		errs = append(errs, fmt.Errorf("--format %q: want text or json", *format))
 	}
-	if *policiesFile == "" && fs.NArg() == 0 {
+	if *policiesFile == "" && flags.NArg() == 0 {
 		errs = append(errs, errors.New("nothing to validate: give --policies FILE and/or Envoy configuration files"))
 	}
 	if *defaultName != "" && *policiesFile == "" {
@@ -70,8 +72,14 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	resolver := &processor.Resolver{Namespace: *namespace, Policies: named.policies}
-	for _, file := range fs.Args() {
-		findings = append(findings, fileFindings(resolver, file, *defaultName)...)
+	for _, arg := range flags.Args() {
+		files, err := configFiles(arg)
+		if err != nil {
+			findings = append(findings, finding{File: arg, Status: "error", Message: err.Error()})
+		}
+		for _, file := range files {
+			findings = append(findings, fileFindings(resolver, file, *defaultName, file == arg)...)
+		}
 	}
 
 	failed := false
@@ -118,8 +126,33 @@ func namedFindings(f namedFile) []finding {
 	return out
 }
 
-// fileFindings reports each site of one Envoy configuration file.
-func fileFindings(r *processor.Resolver, file, defaultName string) []finding {
+// configFiles expands a command-line argument: a file is itself, a directory is every YAML and
+// JSON file under it, in lexical order.
+func configFiles(arg string) ([]string, error) {
+	info, err := os.Stat(arg)
+	if err != nil || !info.IsDir() {
+		return []string{arg}, nil
+	}
+	var files []string
+	err = filepath.WalkDir(arg, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch filepath.Ext(path) {
+		case ".yaml", ".yml", ".json":
+			if !d.IsDir() {
+				files = append(files, path)
+			}
+		}
+		return nil
+	})
+	return files, err
+}
+
+// fileFindings reports each site of one Envoy configuration file. A file named on the command
+// line that holds none is reported, as it was probably not meant; one found in a directory is
+// not (a directory of manifests holds many other resources).
+func fileFindings(r *processor.Resolver, file, defaultName string, named bool) []finding {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return []finding{{File: file, Status: "error", Message: err.Error()}}
@@ -131,7 +164,7 @@ func fileFindings(r *processor.Resolver, file, defaultName string) []finding {
 			out = append(out, finding{File: file, Status: "error", Message: e})
 		}
 	}
-	if len(sites) == 0 && err == nil {
+	if len(sites) == 0 && err == nil && named {
 		out = append(out, finding{File: file, Status: "warning", Message: "no route, virtual host or annotated resource found"})
 	}
 	for _, s := range sites {

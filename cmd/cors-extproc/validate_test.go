@@ -86,3 +86,11 @@ nothing to validate: give --policies FILE and/or Envoy configuration files
 	require.NoError(t, err)
 	assert.True(t, strings.HasSuffix(out, "WARNING: no route, virtual host or annotated resource found\n"), out)
 }
+
+// A directory stands for every YAML and JSON file under it.
+func TestValidateDirectory(t *testing.T) {
+	out, _, err := runCommand(t, "validate", "--policies", "../../deploy/k8s/policies.yaml", "../../deploy/envoy-gateway")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, `../../deploy/envoy-gateway/httproute.yaml: HTTPRoute demo/storefront: OK (policy "storefront" via annotation gateway.envoyproxy.io/cors-policy)`)
+	assert.NotContains(t, out, "ERROR")
+}
