@@ -92,15 +92,36 @@ const mapThreshold = 8
 // decoded JSON or YAML). A `ref` field here is an error. On error the *Policy is nil and the
 // error is an *InvalidError listing every problem; warnings are returned whatever the outcome.
 func Compile(m map[string]any) (*Policy, []Warning, error) {
-	p, pr := compile(m)
+	return DefaultLimits.Compile(m)
+}
+
+// Limits bound what one policy may cost to compile and evaluate. Policies come from route
+// metadata, which many people and tools write; a policy over a limit is invalid, so it grants
+// nothing (section 10) instead of slowing every request of its route.
+type Limits struct {
+	// MaxOrigins bounds the elements of origins. Literals are looked up in a map, but every
+	// wildcard and regex element is tried in turn.
+	MaxOrigins int
+	// MaxRegexInsts bounds one regex element's RE2 program, in instructions: matching costs
+	// time in proportion to it (and to the Origin, at most 1024 bytes).
+	MaxRegexInsts int
+}
+
+// DefaultLimits are generous for real policies: a few dozen origins, regexes of a few hundred
+// instructions.
+var DefaultLimits = Limits{MaxOrigins: 10000, MaxRegexInsts: 2000}
+
+// Compile is the package's Compile under limits l.
+func (l Limits) Compile(m map[string]any) (*Policy, []Warning, error) {
+	p, pr := compile(m, l)
 	if pr.errs != nil {
 		return nil, pr.warns, &InvalidError{Problems: pr.errs}
 	}
 	return p, pr.warns, nil
 }
 
-func compile(m map[string]any) (*Policy, problems) {
-	var pr problems
+func compile(m map[string]any, l Limits) (*Policy, problems) {
+	pr := problems{limits: l}
 	c := parseConfig(m, &pr)
 	p := &Policy{
 		star:              -1,
@@ -154,6 +175,10 @@ func checkOrigin(path string, index int, e string, pr *problems) (element, bool)
 		pat, err := compilePattern(e)
 		if err != nil {
 			pr.fail(path, e, msgRegex+err.Error())
+			return el, false
+		}
+		if n := pat.insts; n > pr.limits.MaxRegexInsts {
+			pr.fail(path, e, fmt.Sprintf("regex of %d RE2 instructions, over the limit of %d", n, pr.limits.MaxRegexInsts))
 			return el, false
 		}
 		el.matcher = matcher{index: index, pattern: pat}
@@ -228,6 +253,11 @@ func accidentalRegex(e string) string {
 // it are handled as section 10 says, and the returned *InvalidError lists the problems of all
 // of them.
 func ParseNamed(data []byte) (map[string]*Policy, []Warning, error) {
+	return DefaultLimits.ParseNamed(data)
+}
+
+// ParseNamed is the package's ParseNamed under limits l.
+func (l Limits) ParseNamed(data []byte) (map[string]*Policy, []Warning, error) {
 	var doc map[string]any
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, nil, fmt.Errorf("named policies: %w", err)
@@ -248,7 +278,7 @@ func ParseNamed(data []byte) (map[string]*Policy, []Warning, error) {
 			out[name] = Unusable(&InvalidError{Problems: []*FieldError{fe}})
 			continue
 		}
-		p, pr := compile(m)
+		p, pr := compile(m, l)
 		for _, w := range pr.warns {
 			w.Policy = name
 			warns = append(warns, w)

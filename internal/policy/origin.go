@@ -264,6 +264,8 @@ type pattern struct {
 	// wholeOrigin: the element contains ':', so the subject is the normalized origin;
 	// otherwise it is the host alone.
 	wholeOrigin bool
+	// insts is the size of the RE2 program, which Limits.MaxRegexInsts bounds.
+	insts int
 }
 
 // compilePattern anchors and compiles a regex element. The element is first parsed on its own,
@@ -278,11 +280,20 @@ func compilePattern(e string) (pattern, error) {
 	if _, err := syntax.Parse(body, syntax.Perl); err != nil {
 		return pattern{}, regexReason(err)
 	}
-	re, err := regexp.Compile("^(?:" + body + ")$")
+	anchored := "^(?:" + body + ")$"
+	parsed, err := syntax.Parse(anchored, syntax.Perl)
 	if err != nil {
 		return pattern{}, regexReason(err)
 	}
-	return pattern{re: re, wholeOrigin: strings.Contains(e, ":")}, nil
+	prog, err := syntax.Compile(parsed.Simplify())
+	if err != nil {
+		return pattern{}, regexReason(err)
+	}
+	re, err := regexp.Compile(anchored)
+	if err != nil {
+		return pattern{}, regexReason(err)
+	}
+	return pattern{re: re, wholeOrigin: strings.Contains(e, ":"), insts: len(prog.Inst)}, nil
 }
 
 func regexReason(err error) error {

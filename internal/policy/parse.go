@@ -99,10 +99,11 @@ func render(v any) string {
 	return fmt.Sprint(v)
 }
 
-// problems collects the errors and warnings of one policy.
+// problems collects the errors and warnings of one policy, checked against limits.
 type problems struct {
-	errs  []*FieldError
-	warns []Warning
+	limits Limits
+	errs   []*FieldError
+	warns  []Warning
 }
 
 func (p *problems) fail(field string, value any, message string) {
@@ -257,6 +258,10 @@ func parseOrigins(v any, pr *problems) []element {
 	list, ok := stringsOf(v)
 	if !ok {
 		pr.fail(fieldOrigins, v, msgList)
+		return nil
+	}
+	if len(list) > pr.limits.MaxOrigins {
+		pr.fail(fieldOrigins, v, fmt.Sprintf("%d elements, over the limit of %d", len(list), pr.limits.MaxOrigins))
 		return nil
 	}
 	out := make([]element, 0, len(list))
