@@ -2,6 +2,9 @@ package processor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"errors"
 	"strings"
 
@@ -65,6 +68,16 @@ func (s *Server) lookup(ctx context.Context, attrs *structpb.Struct) Resolution 
 // resolve returns the cached resolution of source, resolving and caching it on a miss. A broken
 // policy is logged and counted once, by the stream that first cached it.
 func (s *Server) resolve(c *policyCache, source string, ch channel, routeName string, resolveFn func(string) Resolution) Resolution {
+	if len(source) > s.limits.MaxSourceBytes {
+		// Not parsed, and cached under its hash: a cache of such keys would hold megabytes.
+		n := len(source)
+		sum := sha256.Sum256([]byte(source))
+		source = "oversized:" + hex.EncodeToString(sum[:])
+		resolveFn = func(string) Resolution {
+			s.metrics.limitsExceeded[limitPolicyBytes].Inc()
+			return unusable(string(ch), fmt.Errorf("%s: policy source of %d bytes, over the limit of %d", ch, n, s.limits.MaxSourceBytes))
+		}
+	}
 	if r, ok := c.get(source); ok {
 		s.metrics.cacheHits.Inc()
 		return r

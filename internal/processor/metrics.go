@@ -18,10 +18,20 @@ const (
 
 var decisionLabels = [decisionCount]string{"preflight_answered", "preflight_forwarded", "actual", "ignored", "not_cors"}
 
+// limit labels of cors_extproc_limits_exceeded_total.
+const (
+	limitPolicyBytes = iota
+	limitHeaderValue
+	limitCount
+)
+
+var limitLabels = [limitCount]string{"policy_bytes", "header_value"}
+
 // metrics holds the server's Prometheus collectors. Counters that are bumped per request are
 // resolved to their label values once, so the hot path does no label lookup.
 type metrics struct {
 	decisions       [decisionCount]prometheus.Counter
+	limitsExceeded  [limitCount]prometheus.Counter
 	originAllowed   prometheus.Counter
 	originRejected  prometheus.Counter
 	policyErrors    *prometheus.CounterVec
@@ -73,8 +83,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for i := range m.decisions {
 		m.decisions[i] = decisions.WithLabelValues(decisionLabels[i])
 	}
+	limits := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cors_extproc_limits_exceeded_total",
+		Help: "Inputs over a limit: policy sources over --max-policy-bytes (once per distinct source), requests with a header value over --max-header-value-bytes.",
+	}, []string{"limit"})
+	for i := range m.limitsExceeded {
+		m.limitsExceeded[i] = limits.WithLabelValues(limitLabels[i])
+	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{decisions, origins, m.policyErrors, m.cacheEntries,
+		for _, c := range []prometheus.Collector{decisions, limits, origins, m.policyErrors, m.cacheEntries,
 			m.cacheHits, m.cacheMisses, m.streamErrors, m.exchangeSeconds} {
 			if err := reg.Register(c); err != nil {
 				return nil, err

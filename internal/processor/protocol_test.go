@@ -413,3 +413,50 @@ func TestDynamicMetadata(t *testing.T) {
 	require.NoError(t, err)
 	assert.Nil(t, res.DynamicMetadata)
 }
+
+// Each limit holds at its bound; one byte past it the behaviour is the unusable policy's,
+// counted and logged (the header limit at most once every logEvery).
+func TestLimitsAtTheBound(t *testing.T) {
+	var logs bytes.Buffer
+	reg := prometheus.NewRegistry()
+	envoy, srv := newEnvoy(t, Options{Registerer: reg, Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+		Limits: Limits{MaxSourceBytes: 200, MaxHeaderValueBytes: 64}}, envoytest.Config{AllowModeOverride: true})
+
+	padded := func(n int) string { // a valid x-cors-policy value of exactly n bytes
+		base := `{"origins":["https://app.example.com","https://x.test"],"headers":"x-`
+		return base + strings.Repeat("a", n-len(base)-2) + `"}`
+	}
+	viaGRPC := func(policyJSON string) envoytest.Route {
+		return envoytest.Route{GRPCMetadata: map[string]string{"x-cors-policy": policyJSON}}
+	}
+	res, err := envoy.Do(testCtx(t), viaGRPC(padded(200)), preflightApp, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []string{app}, res.Response.Values("access-control-allow-origin"), "a source at the bound is used")
+	res, err = envoy.Do(testCtx(t), viaGRPC(padded(201)), preflightApp, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 403, res.Response.Status, "a source over the bound is an unusable policy")
+	assert.Equal(t, 1.0, testutil.ToFloat64(srv.metrics.limitsExceeded[limitPolicyBytes]))
+	for key := range srv.set.Load().jsonCache.entries {
+		assert.LessOrEqual(t, len(key), 201, "no oversized key is cached")
+	}
+
+	origin := func(n int) string { return "https://" + strings.Repeat("a", n-len("https://.test")) + ".test" }
+	route := corsRoute(map[string]any{"credentials": true})
+	res, err = envoy.Do(testCtx(t), route, envoytest.Request{Headers: envoytest.Headers{{Key: "origin", Value: origin(64)}}}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []string{origin(64)}, res.Response.Values("access-control-allow-origin"), "an Origin at the bound is echoed")
+	for i := 0; i < 3; i++ {
+		res, err = envoy.Do(testCtx(t), route, envoytest.Request{Headers: envoytest.Headers{{Key: "origin", Value: origin(65)}}},
+			func(envoytest.Request) envoytest.Response {
+				return envoytest.Response{Status: 200, Headers: envoytest.Headers{{Key: "access-control-allow-origin", Value: "*"}}}
+			})
+		require.NoError(t, err)
+		assert.Empty(t, res.Response.Values("access-control-allow-origin"), "an Origin over the bound is granted nothing")
+	}
+	res, err = envoy.Do(testCtx(t), route, envoytest.Request{Method: "OPTIONS", Headers: envoytest.Headers{{Key: "origin", Value: app},
+		{Key: "access-control-request-method", Value: "GET"}, {Key: "access-control-request-headers", Value: strings.Repeat("x", 65)}}}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 403, res.Response.Status, "an oversized access-control-request-headers is never echoed")
+	assert.Equal(t, 4.0, testutil.ToFloat64(srv.metrics.limitsExceeded[limitHeaderValue]))
+	assert.Equal(t, 1, strings.Count(logs.String(), "request header value over the limit"), logs.String())
+}

@@ -33,6 +33,8 @@ type Resolver struct {
 	Namespace string
 	// Policies is the named-policy set that `ref` and Envoy Gateway annotations refer to.
 	Policies map[string]*policy.Policy
+	// Limits bound the policies compiled in place; the zero value means policy.DefaultLimits.
+	Limits policy.Limits
 }
 
 // JSON resolves an x-cors-policy value: a JSON policy or `{"ref": NAME}`. A value that is
@@ -89,7 +91,11 @@ func (r *Resolver) resolveMap(m map[string]any, where string) Resolution {
 	case isRef:
 		return r.Named(name, where+".ref")
 	}
-	p, warnings, err := policy.Compile(m)
+	limits := r.Limits
+	if limits == (policy.Limits{}) {
+		limits = policy.DefaultLimits
+	}
+	p, warnings, err := limits.Compile(m)
 	if err != nil {
 		res := unusable(where, fmt.Errorf("%s: %w", where, err))
 		res.Warnings = warnings

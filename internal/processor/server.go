@@ -26,6 +26,27 @@ import (
 // DefaultCacheSize bounds each compiled-policy cache unless Options says otherwise.
 const DefaultCacheSize = 10000
 
+// Limits bound what one request or policy source may cost the server; past each, the behaviour
+// is defined, counted in cors_extproc_limits_exceeded_total and logged.
+type Limits struct {
+	// Policy bounds each policy compiled from a route (origins elements, regex size).
+	Policy policy.Limits
+	// MaxSourceBytes bounds a policy source (an x-cors-policy value, a route's or virtual
+	// host's metadata text). A longer one is not parsed: it is an unusable policy for its
+	// route (semantics section 10). With the cache bound, it bounds the cache's memory.
+	MaxSourceBytes int
+	// MaxHeaderValueBytes bounds the request header values a decision reads (Origin and the
+	// access-control-request-* headers). A request with a longer one is treated as under an
+	// unusable policy: a preflight gets 403, an actual response is granted nothing, so no
+	// oversized value is ever echoed back.
+	MaxHeaderValueBytes int
+}
+
+// DefaultLimits hold every real request and policy with room to spare: an Origin has at most
+// a few hundred bytes, route metadata a few kilobytes, and Envoy's own default limit on all
+// request headers together is 60 KiB.
+var DefaultLimits = Limits{Policy: policy.DefaultLimits, MaxSourceBytes: 32 << 10, MaxHeaderValueBytes: 8 << 10}
+
 // Options configures a Server.
 type Options struct {
 	// Namespace is the filter_metadata key holding the policy (default "cors").
@@ -40,6 +61,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the server's Prometheus metrics; nil registers nowhere.
 	Registerer prometheus.Registerer
+	// Limits bound requests and policies; zero fields take DefaultLimits'.
+	Limits Limits
 	// DynamicMetadataNamespace is the namespace under which each decision is returned to Envoy
 	// as dynamic metadata, for its access log; empty sends none.
 	DynamicMetadataNamespace string
@@ -52,14 +75,29 @@ type Options struct {
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 
-	namespace   string
-	reportOnly  bool
-	defaultName string
-	cacheSize   int
-	set         atomic.Pointer[policySet]
-	log         *slog.Logger
-	metrics     *metrics
-	metadata    *decisionMetadata // nil when no dynamic metadata is sent
+	namespace  string
+	reportOnly bool
+	limits     Limits
+	// headerTooLong stands in for the policy of a request with a header value over the limit.
+	headerTooLong *policy.Policy
+	defaultName   string
+	cacheSize     int
+	set           atomic.Pointer[policySet]
+	log           *slog.Logger
+	metrics       *metrics
+	metadata      *decisionMetadata // nil when no dynamic metadata is sent
+	headerLog     logLimiter
+}
+
+// logEvery is the least time between two log lines about the same kind of oversized input.
+const logEvery = 10 * time.Second
+
+// logLimiter lets one log line through per logEvery.
+type logLimiter struct{ last atomic.Int64 }
+
+func (l *logLimiter) allow(now time.Time) bool {
+	last := l.last.Load()
+	return now.UnixNano()-last >= int64(logEvery) && l.last.CompareAndSwap(last, now.UnixNano())
 }
 
 // policySet is everything a reload of the named-policy file replaces, whole: the resolver, the
@@ -83,9 +121,22 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	limits := opts.Limits
+	if limits.Policy == (policy.Limits{}) {
+		limits.Policy = DefaultLimits.Policy
+	}
+	if limits.MaxSourceBytes <= 0 {
+		limits.MaxSourceBytes = DefaultLimits.MaxSourceBytes
+	}
+	if limits.MaxHeaderValueBytes <= 0 {
+		limits.MaxHeaderValueBytes = DefaultLimits.MaxHeaderValueBytes
+	}
 	s := &Server{
-		namespace:   opts.Namespace,
-		reportOnly:  opts.ReportOnly,
+		namespace:  opts.Namespace,
+		reportOnly: opts.ReportOnly,
+		limits:     limits,
+		headerTooLong: policy.Unusable(fmt.Errorf("a request header value is over the limit of %d bytes",
+			limits.MaxHeaderValueBytes)),
 		defaultName: opts.DefaultPolicy,
 		cacheSize:   opts.CacheSize,
 		log:         opts.Logger,
@@ -109,7 +160,7 @@ func New(opts Options) (*Server, error) {
 // old set are dropped. It fails, changing nothing, when the set lacks the default policy.
 func (s *Server) SetPolicies(named map[string]*policy.Policy) error {
 	set := &policySet{
-		resolver:  Resolver{Namespace: s.namespace, Policies: named},
+		resolver:  Resolver{Namespace: s.namespace, Policies: named, Limits: s.limits.Policy},
 		jsonCache: newPolicyCache(s.cacheSize),
 		textCache: newPolicyCache(s.cacheSize),
 	}
@@ -198,6 +249,9 @@ func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRe
 func (s *Server) decideRequest(ctx context.Context, res *Resolution, headers []*corev3.HeaderValue) (*policy.Policy, string, *extprocv3.ProcessingResponse) {
 	p := res.Policy
 	r := ReadRequest(headers)
+	if s.overLimit(&r) {
+		p = s.headerTooLong
+	}
 	d := p.Decide(&r)
 	s.countDecision(&d)
 	reportOnly := s.reportOnly || p.ReportOnly()
@@ -222,6 +276,22 @@ func (s *Server) decideRequest(ctx context.Context, res *Resolution, headers []*
 	default:
 		return nil, "", continueRequest(true, md)
 	}
+}
+
+// overLimit reports whether a header value the decision reads is over the limit, counting and
+// logging it (at most once every logEvery, as a flood of such requests must not flood the log).
+func (s *Server) overLimit(r *policy.Request) bool {
+	max := s.limits.MaxHeaderValueBytes
+	if len(r.Origin) <= max && len(r.RequestMethod) <= max && len(r.RequestHeaders) <= max &&
+		len(r.RequestPrivateNetwork) <= max {
+		return false
+	}
+	s.metrics.limitsExceeded[limitHeaderValue].Inc()
+	if s.headerLog.allow(time.Now()) {
+		s.log.Warn("request header value over the limit: the request is granted nothing",
+			"limit_bytes", max, "origin_bytes", len(r.Origin), "access_control_request_headers_bytes", len(r.RequestHeaders))
+	}
+	return true
 }
 
 // Preview plays one HTTP request under policy p through the server's own decision and reply
