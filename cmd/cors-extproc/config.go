@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/cors-extproc/cors-extproc/internal/processor"
 )
 
 // envPrefix prefixes the environment variable that stands in for each flag: --grpc-addr is
@@ -31,6 +33,8 @@ type config struct {
 	cacheSize            int
 	reloadInterval       time.Duration
 	reportOnly           bool
+	limits               processor.Limits
+	maxRecvMsgSize       int
 	dynamicMetadata      bool
 	dynamicMetadataNS    string
 	showVersion          bool
@@ -69,6 +73,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.keepaliveTimeout, "grpc-keepalive-timeout", 10*time.Second, "close a connection whose ping is not answered within this long")
 	fs.UintVar(&c.maxConcurrentStreams, "grpc-max-concurrent-streams", 1000, "streams (in-flight HTTP requests) per Envoy connection; Envoy opens another connection beyond it")
 	fs.IntVar(&c.cacheSize, "policy-cache-size", 10000, "distinct policy sources kept compiled")
+	fs.IntVar(&c.limits.MaxSourceBytes, "max-policy-bytes", processor.DefaultLimits.MaxSourceBytes, "longest policy source (x-cors-policy value, route or virtual-host metadata text) parsed; a longer one is an unusable policy")
+	fs.IntVar(&c.limits.Policy.MaxOrigins, "max-origins", processor.DefaultLimits.Policy.MaxOrigins, "most origins elements in one policy")
+	fs.IntVar(&c.limits.Policy.MaxRegexInsts, "max-regex-size", processor.DefaultLimits.Policy.MaxRegexInsts, "largest regex origins element, in RE2 program instructions")
+	fs.IntVar(&c.limits.MaxHeaderValueBytes, "max-header-value-bytes", processor.DefaultLimits.MaxHeaderValueBytes, "longest Origin or access-control-request-* value decided on; a request with a longer one is granted nothing")
+	fs.IntVar(&c.maxRecvMsgSize, "grpc-max-recv-msg-size", 4<<20, "largest ext_proc message accepted, in bytes (gRPC answers RESOURCE_EXHAUSTED past it, and Envoy fails the request)")
 	fs.DurationVar(&c.reloadInterval, "policies-reload-interval", 5*time.Second, "how often the --policies file is checked for changes; 0 disables hot reload")
 	fs.BoolVar(&c.reportOnly, "report-only", false, "report-only mode for every policy: decisions are counted and logged, nothing is changed")
 	fs.BoolVar(&c.dynamicMetadata, "dynamic-metadata", false, "return each decision to Envoy as dynamic metadata, for its access log (costs about 14 allocations per request)")
@@ -127,6 +136,18 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if c.maxConcurrentStreams == 0 {
 		errs = append(errs, errors.New("--grpc-max-concurrent-streams 0: must be positive"))
+	}
+	for _, l := range []struct {
+		flag  string
+		value int
+	}{
+		{"--max-policy-bytes", c.limits.MaxSourceBytes}, {"--max-origins", c.limits.Policy.MaxOrigins},
+		{"--max-regex-size", c.limits.Policy.MaxRegexInsts}, {"--max-header-value-bytes", c.limits.MaxHeaderValueBytes},
+		{"--grpc-max-recv-msg-size", c.maxRecvMsgSize},
+	} {
+		if l.value <= 0 {
+			errs = append(errs, fmt.Errorf("%s %d: must be positive", l.flag, l.value))
+		}
 	}
 	if c.reloadInterval < 0 {
 		errs = append(errs, fmt.Errorf("--policies-reload-interval %v: must be at least 0", c.reloadInterval))

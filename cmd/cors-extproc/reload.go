@@ -23,6 +23,7 @@ import (
 // stays.
 type policyReloader struct {
 	path    string
+	limits  policy.Limits
 	proc    *processor.Server
 	log     *slog.Logger
 	active  [sha256.Size]byte // the content in use
@@ -33,9 +34,9 @@ type policyReloader struct {
 	info    *prometheus.GaugeVec
 }
 
-func newPolicyReloader(path string, data []byte, proc *processor.Server, log *slog.Logger, reg prometheus.Registerer) (*policyReloader, error) {
+func newPolicyReloader(path string, data []byte, limits policy.Limits, proc *processor.Server, log *slog.Logger, reg prometheus.Registerer) (*policyReloader, error) {
 	r := &policyReloader{
-		path: path, proc: proc, log: log, active: sha256.Sum256(data),
+		path: path, limits: limits, proc: proc, log: log, active: sha256.Sum256(data),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cors_extproc_policies_reloads_total",
 			Help: "Changes of the named-policy file, by whether they were applied (success) or refused (failure).",
@@ -87,7 +88,7 @@ func (r *policyReloader) check() {
 		return
 	}
 	hash := hex.EncodeToString(sum[:])
-	named, warnings, err := policy.ParseNamed(data)
+	named, warnings, err := r.limits.ParseNamed(data)
 	if err == nil {
 		err = r.proc.SetPolicies(named)
 	}

@@ -62,7 +62,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := newLogger(cfg, stderr)
 
-	named, policyData, err := loadPolicies(cfg.policiesFile, log)
+	named, policyData, err := loadPolicies(cfg.policiesFile, cfg.limits.Policy, log)
 	if err != nil {
 		return err
 	}
@@ -76,13 +76,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Logger:                   log,
 		Registerer:               reg,
 		ReportOnly:               cfg.reportOnly,
+		Limits:                   cfg.limits,
 		DynamicMetadataNamespace: cfg.sentMetadataNamespace(),
 	})
 	if err != nil {
 		return err
 	}
 	if cfg.policiesFile != "" && cfg.reloadInterval > 0 {
-		reloader, err := newPolicyReloader(cfg.policiesFile, policyData, proc, log, reg)
+		reloader, err := newPolicyReloader(cfg.policiesFile, policyData, cfg.limits.Policy, proc, log, reg)
 		if err != nil {
 			return err
 		}
@@ -108,6 +109,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// built with -tags vtprotobuf; the bytes on the wire are the same (BENCHMARKS.md).
 		grpc.ForceServerCodecV2(processor.Codec{}),
 		grpc.MaxConcurrentStreams(uint32(min(cfg.maxConcurrentStreams, 1<<32-1))),
+		grpc.MaxRecvMsgSize(cfg.maxRecvMsgSize),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.keepaliveTime, Timeout: cfg.keepaliveTimeout}),
 		// Envoy's HTTP/2 connection_keepalive may ping every few seconds, even with no stream
 		// open; grpc-go's default policy (5 minutes, no pings without streams) would answer
@@ -215,7 +217,7 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 
 // loadPolicies reads the named-policy file. The server refuses to start on an invalid file and
 // reports every error, each with its policy name and field; warnings are logged.
-func loadPolicies(path string, log *slog.Logger) (map[string]*policy.Policy, []byte, error) {
+func loadPolicies(path string, limits policy.Limits, log *slog.Logger) (map[string]*policy.Policy, []byte, error) {
 	if path == "" {
 		return nil, nil, nil
 	}
@@ -223,7 +225,7 @@ func loadPolicies(path string, log *slog.Logger) (map[string]*policy.Policy, []b
 	if err != nil {
 		return nil, nil, fmt.Errorf("--policies: %w", err)
 	}
-	named, warnings, err := policy.ParseNamed(data)
+	named, warnings, err := limits.ParseNamed(data)
 	for _, w := range warnings {
 		log.Warn("policy warning", "file", path, "warning", w.String())
 	}

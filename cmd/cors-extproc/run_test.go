@@ -17,8 +17,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 )
@@ -261,4 +263,22 @@ func TestRunReportOnlyWithDynamicMetadata(t *testing.T) {
 	require.Contains(t, res.DynamicMetadata, "cors-extproc")
 	assert.Equal(t, map[string]any{"decision": "preflight_answered", "origin": "allowed", "matched": "https://app.example.com",
 		"policy": "filter_metadata.cors", "report_only": true}, res.DynamicMetadata["cors-extproc"].AsMap())
+}
+
+// The limit flags reach the server: the named-policy file is checked against --max-origins, and
+// a message over --grpc-max-recv-msg-size is refused by gRPC (Envoy then fails the request).
+func TestRunLimitFlags(t *testing.T) {
+	path := writeFile(t, "policies.yaml", `three: {origins: ["https://a.test", "https://b.test", "https://c.test"]}`)
+	err := run(context.Background(), []string{"--policies", path, "--max-origins", "2", "--grpc-addr", "127.0.0.1:0"}, io.Discard, io.Discard)
+	require.EqualError(t, err, "--policies "+path+": invalid named-policy file:\n  three: origins […]: 3 elements, over the limit of 2")
+
+	s := startServer(t, "--grpc-max-recv-msg-size", "4096", "--max-header-value-bytes", "100000")
+	envoy := envoytest.New(dial(t, s.grpcAddr), envoytest.Config{AllowModeOverride: true, MessageTimeout: 5 * time.Second})
+	route := envoytest.Route{Metadata: envoytest.Metadata("cors", map[string]any{})}
+	_, err = envoy.Do(context.Background(), route, envoytest.Request{Headers: envoytest.Headers{{Key: "x-small", Value: strings.Repeat("a", 3000)}}}, nil)
+	require.NoError(t, err, "under the bound")
+	res, err := envoy.Do(context.Background(), route, envoytest.Request{Headers: envoytest.Headers{{Key: "x-big", Value: strings.Repeat("a", 5000)}}}, nil)
+	require.ErrorIs(t, err, envoytest.ErrStreamFailed)
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err), err.Error())
+	assert.Equal(t, 500, res.Response.Status)
 }
