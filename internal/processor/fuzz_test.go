@@ -47,9 +47,10 @@ func FuzzProcess(f *testing.F) {
 	})
 }
 
-// The fuzz program's layout. The first byte picks the server (fuzzServers) and the x-cors-policy
+// The fuzz program's layout. The first byte picks the server (newFuzzHarness), the x-cors-policy
 // channel (bits 2-3: fuzzPolicyNone, fuzzPolicyPool followed by a pool index, fuzzPolicyText
-// followed by a string, fuzzPolicyBoth). Then come operations, each a kind byte (fuzzOp*) and a
+// followed by a string, fuzzPolicyBoth) and, with fuzzHeadOversized, pads the x-cors-policy
+// value past the default policy size limit. Then come operations, each a kind byte (fuzzOp*) and a
 // variant byte (fuzzV* bits), followed, for messages, by the attributes' bytes when the variant
 // asks for attributes and by the header bytes (method, origin, flags) for header events. A
 // string is a length byte and that many bytes. An exhausted input reads as zeros, so every
@@ -83,6 +84,9 @@ const (
 	fuzzAttrVHost   // xds.virtual_host_metadata from fuzzTexts (index byte)
 	fuzzAttrGarbage // one of fuzzGarbage* (selector byte)
 )
+
+// fuzzHeadOversized pads the x-cors-policy value with JSON whitespace to fuzzOversizedSource.
+const fuzzHeadOversized = 1 << 4
 
 const (
 	fuzzPolicyNone = iota
@@ -132,12 +136,15 @@ const (
 	fuzzGarbageNotString          // xds.route_metadata as a number, a bool, a struct or a list
 	fuzzGarbageOtherKey           // attributes under another filter's key, and a nil Struct
 	fuzzGarbageDebugToken         // the 1.37.0 debug token followed by the input
+	fuzzGarbageOversized          // a fuzzTexts entry padded to fuzzOversizedSource
 	fuzzGarbageCount
 )
 
 const (
 	fuzzMaxOps        = 48
 	fuzzHugeValueSize = 100 << 10
+	// fuzzOversizedSource is past DefaultLimits.MaxSourceBytes: such a source is not parsed.
+	fuzzOversizedSource = 40 << 10
 	// fuzzStreamTimeout bounds one program's stream: a reply that never comes shows up as the
 	// stream's deadline instead of a hung fuzzer. It is far above any real exchange, so a slow
 	// shared machine cannot make it fire.
@@ -233,8 +240,8 @@ var fuzzJSON = func() []string {
 
 // fuzzSeeds are realistic streams, as Envoy sends them, for the fuzzer to mutate: a preflight,
 // an actual request, a local reply first, observability mode, each policy channel, a request
-// with bodies and trailers, an unusable policy, a report-only server, pipelining, cancellation
-// and an early half-close.
+// with bodies and trailers, an unusable policy, a report-only server, pipelining, cancellation,
+// an early half-close and sources past the size limit.
 var fuzzSeeds = [][]byte{
 	// A preflight on a route whose metadata holds the policy, answered at once.
 	{0, fuzzOpRequestHeaders, fuzzVProtocolConfig | fuzzAttrRoute<<fuzzVAttrShift | fuzzVRouteName, 0,
@@ -268,6 +275,11 @@ var fuzzSeeds = [][]byte{
 	// An early half-close after the request phase.
 	{0, fuzzOpRequestHeaders, fuzzVProtocolConfig | fuzzAttrRoute<<fuzzVAttrShift, 1, 0, fuzzOriginJoined, fuzzFEndOfStream,
 		fuzzOpCloseSend, 0},
+	// An x-cors-policy value past the size limit, and route metadata text past it.
+	{fuzzHeadOversized | fuzzPolicyPool<<2 | 1, 0, fuzzOpRequestHeaders, fuzzVProtocolConfig, 0, fuzzOriginApp, fuzzFEndOfStream,
+		fuzzOpResponseHeaders, 0, 0, fuzzOriginAbsent, fuzzFEndOfStream},
+	{0, fuzzOpRequestHeaders, fuzzVProtocolConfig | fuzzAttrGarbage<<fuzzVAttrShift, fuzzGarbageOversized, 0,
+		1, fuzzOriginApp, fuzzFRequestMethod | fuzzFEndOfStream},
 	// Garbage metadata text from the input.
 	{0, fuzzOpRequestHeaders, fuzzAttrGarbage << fuzzVAttrShift, fuzzGarbageRouteText, 9, 'f', 'i', 'l', 't', 'e', 'r', '_', 'm', '{',
 		1, fuzzOriginApp, fuzzFRequestMethod},
@@ -282,10 +294,11 @@ type fuzzHarness struct {
 	ended map[string]chan error // by fuzzStreamKey
 }
 
-// fuzzServers: a server with the named policies and no default; one whose default policy is
-// "open" and whose caches hold two entries, so that eviction happens all the time; one in
-// report-only mode with the default policy "strict". All log at debug level, so that the log
-// calls see every garbage value too.
+// newFuzzHarness starts the servers a program picks from: one with the named policies and no
+// default; one whose default policy is "open", whose caches hold two entries (eviction all the
+// time) and whose limits are tiny, so that strings from the input cross them, and which returns
+// decisions as dynamic metadata; one in report-only mode with the default policy "strict". All
+// log at debug level, so that the log calls see every garbage value too.
 func newFuzzHarness(f *testing.F) *fuzzHarness {
 	named, _, err := policy.ParseNamed([]byte(fuzzNamed))
 	if err != nil && named == nil {
@@ -295,7 +308,8 @@ func newFuzzHarness(f *testing.F) *fuzzHarness {
 	h := &fuzzHarness{ended: map[string]chan error{}}
 	for _, opts := range []Options{
 		{Policies: named, Logger: log},
-		{Policies: named, DefaultPolicy: "open", CacheSize: 2, Logger: log},
+		{Policies: named, DefaultPolicy: "open", CacheSize: 2, Logger: log, DynamicMetadataNamespace: "cors-extproc",
+			Limits: Limits{Policy: policy.Limits{MaxOrigins: 2, MaxRegexInsts: 40}, MaxSourceBytes: 256, MaxHeaderValueBytes: 64}},
 		{Policies: named, DefaultPolicy: "strict", ReportOnly: true, Logger: log},
 	} {
 		srv, err := New(opts)
@@ -381,13 +395,19 @@ func (h *fuzzHarness) run(t *testing.T, program []byte) {
 	}()
 
 	md := metadata.Pairs(fuzzStreamKey, id)
+	pad := func(v string) string {
+		if head&fuzzHeadOversized != 0 {
+			v += strings.Repeat(" ", max(fuzzOversizedSource-len(v), 0))
+		}
+		return v
+	}
 	switch head >> 2 & 3 {
 	case fuzzPolicyPool:
-		md.Append(grpcPolicyKey, in.pick(fuzzJSON))
+		md.Append(grpcPolicyKey, pad(in.pick(fuzzJSON)))
 	case fuzzPolicyText:
-		md.Append(grpcPolicyKey, printableASCII(in.str()))
+		md.Append(grpcPolicyKey, pad(printableASCII(in.str())))
 	case fuzzPolicyBoth:
-		md.Append(grpcPolicyKey, in.pick(fuzzJSON), printableASCII(in.str()))
+		md.Append(grpcPolicyKey, pad(in.pick(fuzzJSON)), printableASCII(in.str()))
 	}
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(context.Background(), md), fuzzStreamTimeout)
 	defer cancel()
@@ -582,6 +602,9 @@ func (r *fuzzRun) attributes(variant byte) map[string]*structpb.Struct {
 			attrs[attributesKey] = nil
 		case fuzzGarbageDebugToken:
 			fields[attrRouteMetadata] = structpb.NewStringValue("goo.gle/debugonly  " + validUTF8(r.in.str()))
+		case fuzzGarbageOversized:
+			text := r.in.pick(fuzzTexts)
+			fields[attrRouteMetadata] = structpb.NewStringValue(text + strings.Repeat("\n", max(fuzzOversizedSource-len(text), 0)))
 		}
 	}
 	return attrs
