@@ -245,7 +245,7 @@ func TestEnvoyRoutesBehave(t *testing.T) {
 // by the Deployment and compose files) returns in the namespace the filter receives.
 func TestEnvoyAccessLogGetsDecisions(t *testing.T) {
 	c := loadEnvoy(t)
-	for _, file := range []string{"k8s/deployment.yaml", "docker-compose.yaml"} {
+	for _, file := range []string{"k8s/base/deployment.yaml", "docker-compose.yaml"} {
 		if !strings.Contains(string(readFile(t, file)), "- --dynamic-metadata\n") {
 			t.Errorf("%s: the server does not run with --dynamic-metadata", file)
 		}

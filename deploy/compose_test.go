@@ -89,8 +89,8 @@ func TestDockerCompose(t *testing.T) {
 		}
 	}
 	// The same file as the Kubernetes ConfigMap, at the same path.
-	if src := ext.mounts(t)[policies]; src != "k8s/policies.yaml" {
-		t.Errorf("--policies %q is mounted from %q, want k8s/policies.yaml", policies, src)
+	if src := ext.mounts(t)[policies]; src != "k8s/base/policies.yaml" {
+		t.Errorf("--policies %q is mounted from %q, want k8s/base/policies.yaml", policies, src)
 	}
 	k8sPolicies, _ := serverFlag(loadK8s(t).container(t), "policies")
 	if policies != k8sPolicies {

@@ -11,7 +11,7 @@ import (
 
 // namedPolicies is the named-policy file, the one copy that Kubernetes (ConfigMap) and
 // docker-compose (bind mount) both use.
-const namedPoliciesFile = "k8s/policies.yaml"
+const namedPoliciesFile = "k8s/base/policies.yaml"
 
 func loadNamedPolicies(t *testing.T) map[string]map[string]any {
 	t.Helper()

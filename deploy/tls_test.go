@@ -194,7 +194,7 @@ func tlsDeployment(t *testing.T, b *k8sBase, k patchKustomization) *appsv1.Deplo
 	var ops []jsonPatchOp
 	decodeStrict(t, p.Path, readFile(t, tlsOverlay+"/"+p.Path), &ops)
 
-	js, err := yaml.YAMLToJSON(readFile(t, "k8s/deployment.yaml"))
+	js, err := yaml.YAMLToJSON(readFile(t, "k8s/base/deployment.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestK8sTLSOverlay(t *testing.T) {
 	var base bool
 	for _, r := range k.Resources {
 		if strings.HasPrefix(r, "..") {
-			base = base || path.Clean(path.Join(tlsOverlay, r)) == "k8s"
+			base = base || path.Clean(path.Join(tlsOverlay, r)) == k8sBaseDir
 			continue
 		}
 		listed = append(listed, r)

@@ -44,7 +44,7 @@ testdata/routes.yaml: route api/inherits: ERROR: the policy it inherits (virtual
 // The project's own deployment files are valid through every channel: Envoy routes, Envoy
 // Gateway annotations and Istio's x-cors-policy.
 func TestValidateDeployFiles(t *testing.T) {
-	out, _, err := runCommand(t, "validate", "--policies", "../../deploy/k8s/policies.yaml", "../../deploy/envoy.yaml",
+	out, _, err := runCommand(t, "validate", "--policies", "../../deploy/k8s/base/policies.yaml", "../../deploy/envoy.yaml",
 		"../../deploy/envoy-gateway/httproute.yaml", "../../deploy/istio/envoyfilter.yaml")
 	require.NoError(t, err, out)
 	assert.NotContains(t, out, "ERROR")
@@ -89,7 +89,7 @@ nothing to validate: give --policies FILE and/or Envoy configuration files
 
 // A directory stands for every YAML and JSON file under it.
 func TestValidateDirectory(t *testing.T) {
-	out, _, err := runCommand(t, "validate", "--policies", "../../deploy/k8s/policies.yaml", "../../deploy/envoy-gateway")
+	out, _, err := runCommand(t, "validate", "--policies", "../../deploy/k8s/base/policies.yaml", "../../deploy/envoy-gateway")
 	require.NoError(t, err, out)
 	assert.Contains(t, out, `../../deploy/envoy-gateway/httproute.yaml: HTTPRoute demo/storefront: OK (policy "storefront" via annotation gateway.envoyproxy.io/cors-policy)`)
 	assert.NotContains(t, out, "ERROR")
