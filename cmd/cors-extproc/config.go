@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cors-extproc/cors-extproc/internal/certs"
 	"github.com/cors-extproc/cors-extproc/internal/processor"
 )
 
@@ -35,6 +36,8 @@ type config struct {
 	reportOnly           bool
 	limits               processor.Limits
 	maxRecvMsgSize       int
+	tls                  certs.Files
+	tlsReloadInterval    time.Duration
 	dynamicMetadata      bool
 	dynamicMetadataNS    string
 	showVersion          bool
@@ -78,6 +81,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.limits.Policy.MaxRegexInsts, "max-regex-size", processor.DefaultLimits.Policy.MaxRegexInsts, "largest regex origins element, in RE2 program instructions")
 	fs.IntVar(&c.limits.MaxHeaderValueBytes, "max-header-value-bytes", processor.DefaultLimits.MaxHeaderValueBytes, "longest Origin or access-control-request-* value decided on; a request with a longer one is granted nothing")
 	fs.IntVar(&c.maxRecvMsgSize, "grpc-max-recv-msg-size", 4<<20, "largest ext_proc message accepted, in bytes (gRPC answers RESOURCE_EXHAUSTED past it, and Envoy fails the request)")
+	fs.StringVar(&c.tls.Cert, "tls-cert", "", "PEM certificate (and intermediates) of the gRPC listener; with --tls-key, the listener speaks TLS only")
+	fs.StringVar(&c.tls.Key, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.tls.ClientCA, "tls-client-ca", "", "PEM CA certificates client certificates must chain to: mutual TLS (needs --tls-cert)")
+	fs.DurationVar(&c.tlsReloadInterval, "tls-reload-interval", 30*time.Second, "how often the TLS files are checked for a renewed certificate")
 	fs.DurationVar(&c.reloadInterval, "policies-reload-interval", 5*time.Second, "how often the --policies file is checked for changes; 0 disables hot reload")
 	fs.BoolVar(&c.reportOnly, "report-only", false, "report-only mode for every policy: decisions are counted and logged, nothing is changed")
 	fs.BoolVar(&c.dynamicMetadata, "dynamic-metadata", false, "return each decision to Envoy as dynamic metadata, for its access log (costs about 14 allocations per request)")
@@ -148,6 +155,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		if l.value <= 0 {
 			errs = append(errs, fmt.Errorf("%s %d: must be positive", l.flag, l.value))
 		}
+	}
+	if (c.tls.Cert == "") != (c.tls.Key == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if c.tls.ClientCA != "" && c.tls.Cert == "" {
+		errs = append(errs, errors.New("--tls-client-ca: needs --tls-cert and --tls-key"))
+	}
+	if c.tlsReloadInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--tls-reload-interval %v: must be positive", c.tlsReloadInterval))
 	}
 	if c.reloadInterval < 0 {
 		errs = append(errs, fmt.Errorf("--policies-reload-interval %v: must be at least 0", c.reloadInterval))

@@ -18,11 +18,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/cors-extproc/cors-extproc/internal/certs"
 	"github.com/cors-extproc/cors-extproc/internal/policy"
 	"github.com/cors-extproc/cors-extproc/internal/processor"
 )
@@ -104,7 +106,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	srv := grpc.NewServer(
+	serverOpts, err := transportOptions(ctx, cfg, log, reg)
+	if err != nil {
+		grpcLis.Close()
+		if adminLis != nil {
+			adminLis.Close()
+		}
+		return err
+	}
+	srv := grpc.NewServer(append(serverOpts,
 		// Replies are encoded with go-control-plane's generated marshal code when the binary is
 		// built with -tags vtprotobuf; the bytes on the wire are the same (BENCHMARKS.md).
 		grpc.ForceServerCodecV2(processor.Codec{}),
@@ -115,7 +125,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// open; grpc-go's default policy (5 minutes, no pings without streams) would answer
 		// such pings with GOAWAY and cut every stream on the connection.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	)...)
 	extprocv3.RegisterExternalProcessorServer(srv, proc)
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(srv, healthSrv)
@@ -150,6 +160,36 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	drain(log, cfg, srv, healthSrv, &draining)
 	shutdownAdmin(admin)
 	return nil
+}
+
+// transportOptions gives the gRPC listener TLS (mutual with --tls-client-ca) when configured,
+// with the certificate reloaded on renewal until ctx ends. The admin listener stays plaintext:
+// Prometheus and the kubelet's probes speak HTTP/1.1 without client certificates.
+func transportOptions(ctx context.Context, cfg config, log *slog.Logger, reg prometheus.Registerer) ([]grpc.ServerOption, error) {
+	if cfg.tls.Cert == "" {
+		return nil, nil
+	}
+	r, err := certs.New(cfg.tls, log)
+	if err != nil {
+		return nil, err
+	}
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cors_extproc_tls_reloads_total",
+		Help: "Changes of the TLS files, by whether they were applied (success) or refused (failure).",
+	}, []string{"result"})
+	if err := reg.Register(reloads); err != nil {
+		return nil, err
+	}
+	success, failure := reloads.WithLabelValues("success"), reloads.WithLabelValues("failure")
+	r.OnReload = func(err error) {
+		if err != nil {
+			failure.Inc()
+			return
+		}
+		success.Inc()
+	}
+	go r.Run(ctx, cfg.tlsReloadInterval)
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(r.ServerConfig()))}, nil
 }
 
 // drain stops the server the way Envoy needs it: health turns NOT_SERVING at once so Envoy's
