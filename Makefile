@@ -19,9 +19,12 @@ staticcheck:
 
 # The processor's codec has two builds: plain, and with go-control-plane's generated marshal
 # code (-tags vtprotobuf, what `build` and the Dockerfile ship); both are tested.
+# The allocation tests run again without -race: the race detector perturbs allocation counts,
+# so under it they skip themselves.
 race:
 	$(GO) test -race -count=1 ./...
 	$(GO) test -race -count=1 -tags vtprotobuf ./internal/processor/
+	$(GO) test -count=1 -run 'Alloc' ./internal/policy/ ./internal/processor/
 
 # The browser suite (e2e/): headless Chromium judges the real binary behind a test front that
 # plays Envoy. `test` builds and lints it too, but the suite runs only with CORS_E2E=1.

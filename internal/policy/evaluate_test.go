@@ -551,6 +551,9 @@ func TestIsPreflight(t *testing.T) {
 // TestZeroAllocs asserts that evaluation does not allocate on its four paths, for every kind of
 // origins element.
 func TestZeroAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under the race detector (sync.Pool drops items at random)")
+	}
 	policies := map[string]string{
 		"allow-all":   `{}`,
 		"credentials": `{"credentials": true, "exposed_headers": ["x-a"]}`,
