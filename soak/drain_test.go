@@ -22,6 +22,11 @@ const (
 	drainPeriod   = time.Second
 	shutdownGrace = 5 * time.Second
 	drainRate     = 2000
+	// drainUpstreamDelay keeps each actual request's stream open a while, as a real upstream
+	// does, so that a few dozen streams are open at the signal whatever its timing.
+	drainUpstreamDelay = 10 * time.Millisecond
+	// drainWorkers can offer drainRate with each request taking drainUpstreamDelay and more.
+	drainWorkers = 64
 	// loadBeforeSignal is how long the load runs before SIGTERM.
 	loadBeforeSignal = 2 * time.Second
 	// loadAfterExit keeps offering requests after the process has exited, so that refusals by
@@ -57,7 +62,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	loadDone := make(chan struct{})
 	go func() {
 		defer close(loadDone)
-		runLoad(envoys, loadConfig{rate: drainRate, workers: soakWorkers}, stop, int(drainRate*time.Minute.Seconds()),
+		runLoad(envoys, loadConfig{rate: drainRate, workers: drainWorkers, upstreamDelay: drainUpstreamDelay}, stop, int(drainRate*time.Minute.Seconds()),
 			func(x exchange) {
 				mu.Lock()
 				exchanges = append(exchanges, x)
@@ -129,13 +134,13 @@ func TestDrainUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf(`
-drain under load: SIGTERM after %v of %d HTTP requests/s; --drain-period %v, --shutdown-grace %v
+drain under load: SIGTERM after %v of %d HTTP requests/s (upstream answering in %v); --drain-period %v, --shutdown-grace %v
 sent before the signal:           %6d (in flight at the signal: %d), completed %d, failed %d
 sent during the drain period:     %6d, completed %d, failed %d
 sent after the drain period:      %6d, completed %d, refused (server no longer taking streams) %d, failed %d
 health NOT_SERVING after:         %v
 process exited after:             %v (exit status: %v)`,
-		loadBeforeSignal, drainRate, drainPeriod, shutdownGrace,
+		loadBeforeSignal, drainRate, drainUpstreamDelay, drainPeriod, shutdownGrace,
 		beforeOK+beforeFailed, inFlight, beforeOK, beforeFailed,
 		duringOK+duringFailed, duringOK, duringFailed,
 		afterOK+refused+afterFailed, afterOK, refused, afterFailed,

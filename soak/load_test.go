@@ -48,10 +48,15 @@ var routes = []envoytest.Route{
 	{Name: "virtual-host", VirtualHostMetadata: envoytest.Metadata("cors", apiFields)},
 }
 
-// upstream answers like an API behind Envoy, with a Vary of its own.
-func upstream(envoytest.Request) envoytest.Response {
-	return envoytest.Response{Status: 200, Headers: envoytest.Headers{
-		{Key: "content-type", Value: "application/json"}, {Key: "vary", Value: "Accept-Encoding"}}}
+// upstream answers like an API behind Envoy, with a Vary of its own, after delay: Envoy keeps a
+// request's ext_proc stream open while the upstream works, between the request and response
+// phases.
+func upstream(delay time.Duration) envoytest.Upstream {
+	return func(envoytest.Request) envoytest.Response {
+		time.Sleep(delay)
+		return envoytest.Response{Status: 200, Headers: envoytest.Headers{
+			{Key: "content-type", Value: "application/json"}, {Key: "vary", Value: "Accept-Encoding"}}}
+	}
 }
 
 // exchange is one HTTP request played through the server.
@@ -68,10 +73,11 @@ type exchange struct {
 }
 
 // loadConfig is an open-loop load: rate HTTP requests per second, offered by workers paced
-// independently.
+// independently, to an upstream that takes upstreamDelay to answer.
 type loadConfig struct {
-	rate    float64
-	workers int
+	rate          float64
+	workers       int
+	upstreamDelay time.Duration
 }
 
 // newEnvoys opens n client connections and plays one Envoy filter on each, as Envoy spreads its
@@ -127,7 +133,7 @@ func runLoad(envoys []*envoytest.Envoy, cfg loadConfig, stop context.Context, li
 					return
 				}
 				kind := mix[i%len(mix)]
-				x := play(envoy, route, kind, origins[i%len(origins)])
+				x := play(envoy, route, kind, origins[i%len(origins)], cfg.upstreamDelay)
 				x.due = next
 				record(x)
 				next = next.Add(interval)
@@ -139,7 +145,7 @@ func runLoad(envoys []*envoytest.Envoy, cfg loadConfig, stop context.Context, li
 
 // play sends one request of kind and checks the answer the browser would get. The request is
 // not bound to the load's stop: once started it completes, as a request in Envoy does.
-func play(envoy *envoytest.Envoy, route envoytest.Route, kind int, origin string) exchange {
+func play(envoy *envoytest.Envoy, route envoytest.Route, kind int, origin string, upstreamDelay time.Duration) exchange {
 	req := envoytest.Request{Method: "GET", Path: "/items"}
 	switch kind {
 	case kindActual:
@@ -151,7 +157,7 @@ func play(envoy *envoytest.Envoy, route envoytest.Route, kind int, origin string
 			{Key: "access-control-request-headers", Value: "content-type"}}
 	}
 	sent := time.Now()
-	res, err := envoy.Do(context.Background(), route, req, upstream)
+	res, err := envoy.Do(context.Background(), route, req, upstream(upstreamDelay))
 	// The upstream is reached only after a reply to request_headers (or the server's OK end).
 	x := exchange{sent: sent, end: time.Now(), kind: kind, route: route.Name, replied: res.Answered || res.UpstreamCalled}
 	if err == nil {
