@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
 
 // call is one fetch made by the page's JavaScript.
@@ -55,7 +57,7 @@ type caseRun struct {
 	Seen []exchange
 	// Console holds what Chromium logged about the case's URLs.
 	Console []string
-	svc     *service
+	svc     *servicetest.Service
 	// Note says what a check observed beyond its verdict.
 	Note string
 	// Observed: the case records what the browser does rather than judging it.
@@ -229,7 +231,7 @@ func cookieSent(path string) check {
 // logged: the service logged one line holding every part.
 func logged(parts ...string) check {
 	return func(r *caseRun) error {
-		if !r.svc.loggedWith(parts...) {
+		if !r.svc.Logged(parts...) {
 			return fmt.Errorf("the service logged no line with %q", parts)
 		}
 		return nil

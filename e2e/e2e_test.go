@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
+	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
 
 // TestBrowser runs every case in one Chromium against the real service behind the front, then
@@ -35,8 +36,11 @@ func TestBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	svc := startService(t, namedPolicies)
-	conn, err := grpc.NewClient(svc.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The real binary, not processor.New in-process, so that the flags, the policy file loading
+	// and the gRPC server setup are what the browser is judged against.
+	svc := servicetest.Start(t, servicetest.Build(t), "--admin-addr", "", "--drain-period", "0s",
+		"--shutdown-grace", "5s", "--policies", servicetest.WritePolicies(t, namedPolicies))
+	conn, err := grpc.NewClient(svc.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +59,7 @@ func TestBrowser(t *testing.T) {
 	_, publicPort, _ := net.SplitHostPort(publicLn.Addr().String())
 	publicOrigin := "http://" + publicHost + ":" + publicPort
 	b := startBrowser(t, chromium, hostRules, publicLn.Addr().String()+"=public")
-	t.Logf("%s; cors-extproc gRPC on %s; front on %s (public: %s)", b.version, svc.addr, mainLn.Addr(), publicLn.Addr())
+	t.Logf("%s; cors-extproc gRPC on %s; front on %s (public: %s)", b.version, svc.GRPCAddr, mainLn.Addr(), publicLn.Addr())
 
 	var runs []*caseRun
 	for _, c := range browserCases(publicOrigin) {

@@ -72,7 +72,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	time.Sleep(loadBeforeSignal)
 
 	signalled := time.Now()
-	if err := svc.signal(); err != nil {
+	if err := svc.Signal(); err != nil {
 		t.Fatal(err)
 	}
 	var toNotServing time.Duration
@@ -87,7 +87,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	}
 	var toExit time.Duration
 	select {
-	case <-svc.exited:
+	case <-svc.Exited():
 		toExit = time.Since(signalled)
 	case <-time.After(shutdownGrace + 5*time.Second):
 		t.Fatalf("cors-extproc still running %v after SIGTERM", shutdownGrace+5*time.Second)
@@ -144,7 +144,7 @@ process exited after:             %v (exit status: %v)`,
 		beforeOK+beforeFailed, inFlight, beforeOK, beforeFailed,
 		duringOK+duringFailed, duringOK, duringFailed,
 		afterOK+refused+afterFailed, afterOK, refused, afterFailed,
-		toNotServing.Round(time.Microsecond), toExit.Round(time.Millisecond), svc.exitErr)
+		toNotServing.Round(time.Microsecond), toExit.Round(time.Millisecond), svc.ExitErr())
 
 	if n := beforeFailed + duringFailed + afterFailed; n > 0 {
 		t.Errorf("%d requests failed in the drain (a refusal is only expected once the drain period is over):\n%v", n, failures)
@@ -158,11 +158,11 @@ process exited after:             %v (exit status: %v)`,
 	if toExit >= shutdownGrace || toExit < drainPeriod {
 		t.Errorf("the process exited %v after the signal; want between the drain period %v and the grace %v", toExit, drainPeriod, shutdownGrace)
 	}
-	if svc.exitErr != nil {
-		t.Errorf("cors-extproc did not exit cleanly: %v\n%s", svc.exitErr, svc.log())
+	if svc.ExitErr() != nil {
+		t.Errorf("cors-extproc did not exit cleanly: %v\n%s", svc.ExitErr(), svc.Log())
 	}
-	if !svc.logged("stopped: every stream finished") {
-		t.Errorf("cors-extproc did not report that every stream finished:\n%s", svc.log())
+	if !svc.Logged(`"msg":"stopped: every stream finished"`) {
+		t.Errorf("cors-extproc did not report that every stream finished:\n%s", svc.Log())
 	}
 }
 

@@ -166,13 +166,13 @@ func TestSoak(t *testing.T) {
 		t.Errorf("%d goroutines 10s after the load stopped, %d before it started", after.goroutines, idle.goroutines)
 	}
 
-	if err := svc.signal(); err != nil {
+	if err := svc.Signal(); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-svc.exited:
-		if svc.exitErr != nil {
-			t.Errorf("cors-extproc did not stop cleanly on SIGTERM: %v\n%s", svc.exitErr, svc.log())
+	case <-svc.Exited():
+		if svc.ExitErr() != nil {
+			t.Errorf("cors-extproc did not stop cleanly on SIGTERM: %v\n%s", svc.ExitErr(), svc.Log())
 		}
 	case <-time.After(10 * time.Second):
 		t.Errorf("cors-extproc still running 10s after SIGTERM")
