@@ -62,7 +62,7 @@ func BenchmarkVsRsCors(b *testing.B) {
 				d := p.Decide(&r)
 				n := d.Headers.Len()
 				if d.Action == ActionDecorate {
-					rd := p.Decorate(r.Origin, false)
+					rd := p.Decorate(&d, false)
 					n += rd.Set.Len()
 				}
 				sink += n
@@ -116,7 +116,7 @@ func BenchmarkHostile(b *testing.B) {
 			for b.Loop() {
 				d := p.Decide(&r)
 				if d.Action == ActionDecorate {
-					rd := p.Decorate(r.Origin, false)
+					rd := p.Decorate(&d, false)
 					sink += rd.Set.Len()
 				}
 				sink += d.Headers.Len()

@@ -48,19 +48,16 @@ type Policy struct {
 	exposed           string // ACEH value; "" sends none
 	maxAge            string // ACMA value; "" sends none
 
-	// The decisions for a request without an Origin, the most common kind (same-origin and
-	// server-to-server traffic), made once by finish; Decide and Decorate return copies of
-	// them once finished is set, doing no work at all.
-	noOrigin           RequestDecision
-	noOriginDecoration [2]ResponseDecision // by upstreamVaryListsOrigin
-	finished           bool
+	// The decision for a request without an Origin, the most common kind (same-origin and
+	// server-to-server traffic), made once by finish; Decide returns a copy of it once finished
+	// is set, doing no work at all.
+	noOrigin RequestDecision
+	finished bool
 }
 
 // finish computes the decisions that do not depend on the request.
 func (p *Policy) finish() *Policy {
 	p.noOrigin = p.Decide(&Request{})
-	p.noOriginDecoration[0] = p.Decorate("", false)
-	p.noOriginDecoration[1] = p.Decorate("", true)
 	p.finished = true
 	return p
 }

@@ -166,6 +166,12 @@ type RequestDecision struct {
 	// Matched is the index of the origins element that allowed the Origin (the first one that
 	// matches, or the `*`), for tooling and logs; -1 when none did or there is no list.
 	Matched int
+
+	// What sections 4 and 5 granted, kept for Decorate so that the response phase does not
+	// match the Origin a second time: the ACAO value ("" for none), Vary: Origin, and ACAC.
+	allowOrigin string
+	varyOrigin  bool
+	credentials bool
 }
 
 // ResponseDecision is the change to make to an actual response (semantics section 8).

@@ -156,6 +156,7 @@ func (p *Policy) Decide(r *Request) (d RequestDecision) {
 	var g grant
 	p.grant(r.Origin, &g)
 	d.Origin, d.Matched = g.origin, g.matched
+	d.allowOrigin, d.varyOrigin, d.credentials = g.acao, g.vary, g.acac
 	switch {
 	case !preflight:
 		d.Action, d.Kind = ActionDecorate, KindActual
@@ -204,35 +205,28 @@ func (p *Policy) decideUnusable(r *Request) RequestDecision {
 	return RequestDecision{Action: ActionDecorate, Kind: KindActual, Origin: OriginRejected, Matched: -1}
 }
 
-// Decorate is the response phase of an ActionDecorate request (section 8): origin is the same
-// Request.Origin; upstreamVaryListsOrigin tells whether the upstream's Vary already lists Origin
-// or * (then no Vary is appended). It does not allocate.
-func (p *Policy) Decorate(origin string, upstreamVaryListsOrigin bool) (d ResponseDecision) {
-	if origin == "" && p.finished {
-		if upstreamVaryListsOrigin {
-			return p.noOriginDecoration[1]
-		}
-		return p.noOriginDecoration[0]
-	}
+// Decorate is the response phase of an ActionDecorate request (section 8), from its request
+// decision d: what Decide granted is applied without matching the Origin again.
+// upstreamVaryListsOrigin tells whether the upstream's Vary already lists Origin or * (then no
+// Vary is appended). It does not allocate.
+func (p *Policy) Decorate(d *RequestDecision, upstreamVaryListsOrigin bool) (rd ResponseDecision) {
 	if p.err != nil {
-		d.RemoveAllowOrigin = true
-		return d
+		rd.RemoveAllowOrigin = true
+		return rd
 	}
-	var g grant
-	p.grant(origin, &g)
-	if g.acao != "" {
-		d.Set.add(slotAllowOrigin, g.acao)
+	if d.allowOrigin != "" {
+		rd.Set.add(slotAllowOrigin, d.allowOrigin)
 	} else {
-		d.RemoveAllowOrigin = true
+		rd.RemoveAllowOrigin = true
 	}
-	if g.acac {
-		d.Set.add(slotAllowCredentials, valueTrue)
+	if d.credentials {
+		rd.Set.add(slotAllowCredentials, valueTrue)
 	}
 	if p.exposed != "" {
-		d.Set.add(slotExposeHeaders, p.exposed)
+		rd.Set.add(slotExposeHeaders, p.exposed)
 	}
-	d.AppendVary = g.vary && !upstreamVaryListsOrigin
-	return d
+	rd.AppendVary = d.varyOrigin && !upstreamVaryListsOrigin
+	return rd
 }
 
 // VaryListsOrigin reports whether one Vary header value lists `Origin` (case-insensitive,

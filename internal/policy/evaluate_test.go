@@ -440,7 +440,7 @@ var evaluators = []evaluator{
 		d := p.Decide(r)
 		var rd ResponseDecision
 		if d.Action == ActionDecorate {
-			rd = p.Decorate(r.Origin, upstreamVary)
+			rd = p.Decorate(&d, upstreamVary)
 		}
 		return d, rd
 	}},
@@ -514,7 +514,8 @@ func TestUnusable(t *testing.T) {
 			}
 		})
 	}
-	assert.Equal(t, ResponseDecision{RemoveAllowOrigin: true}, p.Decorate("https://a.test", false))
+	d := p.Decide(&Request{Method: "GET", Origin: "https://a.test"})
+	assert.Equal(t, ResponseDecision{RemoveAllowOrigin: true}, p.Decorate(&d, false))
 }
 
 func TestVaryListsOrigin(t *testing.T) {
@@ -575,7 +576,7 @@ func TestZeroAllocs(t *testing.T) {
 			allocs := testing.AllocsPerRun(100, func() {
 				d := p.Decide(&req)
 				if d.Action == ActionDecorate {
-					p.Decorate(req.Origin, false)
+					p.Decorate(&d, false)
 				}
 			})
 			assert.Zero(t, allocs, "%s / %s", pname, rname)

@@ -23,7 +23,7 @@ type Explanation struct {
 func (p *Policy) Explain(r *Request, upstreamVaryListsOrigin bool) Explanation {
 	e := Explanation{Decision: p.Decide(r)}
 	if e.Decision.Action == ActionDecorate {
-		e.Response = p.Decorate(r.Origin, upstreamVaryListsOrigin)
+		e.Response = p.Decorate(&e.Decision, upstreamVaryListsOrigin)
 	}
 	say := func(format string, args ...any) { e.Steps = append(e.Steps, fmt.Sprintf(format, args...)) }
 	preflight := IsPreflight(r)

@@ -94,7 +94,8 @@ func TestReportOnly(t *testing.T) {
 	assert.False(t, enforcing.ReportOnly())
 	assert.True(t, reporting.ReportOnly())
 	for _, r := range []Request{preflight("https://a.test"), actual("https://evil.test"), actual("")} {
-		assert.Equal(t, enforcing.Decide(&r), reporting.Decide(&r))
-		assert.Equal(t, enforcing.Decorate(r.Origin, false), reporting.Decorate(r.Origin, false))
+		de, dr := enforcing.Decide(&r), reporting.Decide(&r)
+		assert.Equal(t, de, dr)
+		assert.Equal(t, enforcing.Decorate(&de, false), reporting.Decorate(&dr, false))
 	}
 }

@@ -218,7 +218,7 @@ func checkDecision(t *testing.T, p *Policy, r *Request, upstreamVary bool) {
 	if preflight {
 		t.Fatal("a preflight is decorated")
 	}
-	rd := p.Decorate(r.Origin, upstreamVary)
+	rd := p.Decorate(&d, upstreamVary)
 	checkHeaders(t, p, r.Origin, &rd.Set)
 	_, hasACAO := rd.Set.Get(HeaderAllowOrigin)
 	if hasACAO == rd.RemoveAllowOrigin {

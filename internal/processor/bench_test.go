@@ -780,9 +780,10 @@ func BenchmarkReply(b *testing.B) {
 		}
 	})
 	b.Run("decorate", func(b *testing.B) {
+		actual := p.Decide(&policy.Request{Method: "GET", Origin: "https://app.example.com"})
 		b.ReportAllocs()
 		for b.Loop() {
-			d := p.Decorate("https://app.example.com", false)
+			d := p.Decorate(&actual, false)
 			out, err := Codec{}.Marshal(continueResponse(&d))
 			if err != nil {
 				b.Fatal(err)

@@ -38,9 +38,11 @@ func codecReplies(t testing.TB) map[string]*extprocv3.ProcessingResponse {
 	require.Equal(t, policy.ActionAnswer, answer.Action)
 	rejected := full.Decide(&policy.Request{Method: "OPTIONS", Origin: "https://evil.test", RequestMethod: "PUT", HasRequestMethod: true})
 	unusable := policy.Unusable(assert.AnError).Decide(&preflight)
-	decorateVary := full.Decorate(app, false)
+	actual := policy.Request{Method: "GET", Origin: app}
+	fullActual, starActual := full.Decide(&actual), star.Decide(&actual)
+	decorateVary := full.Decorate(&fullActual, false)
 	require.True(t, decorateVary.AppendVary)
-	decorateStar := star.Decorate(app, true)
+	decorateStar := star.Decorate(&starActual, true)
 	return map[string]*extprocv3.ProcessingResponse{
 		"preflight answered":        immediateResponse(&answer),
 		"preflight rejected":        immediateResponse(&rejected),

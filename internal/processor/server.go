@@ -182,8 +182,8 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 	var (
 		// pol is the policy of the request being decorated; nil when the response phase has
 		// nothing to do (no request phase seen, no policy, or a pass decision).
-		pol    *policy.Policy
-		origin string
+		pol      *policy.Policy
+		decision policy.RequestDecision
 	)
 	for {
 		req, err := stream.Recv()
@@ -194,9 +194,9 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 		var resp *extprocv3.ProcessingResponse
 		switch r := req.GetRequest().(type) {
 		case *extprocv3.ProcessingRequest_RequestHeaders:
-			pol, origin, resp = s.requestHeaders(ctx, req, r.RequestHeaders)
+			pol, decision, resp = s.requestHeaders(ctx, req, r.RequestHeaders)
 		case *extprocv3.ProcessingRequest_ResponseHeaders:
-			resp = s.responseHeaders(pol, origin, r.ResponseHeaders)
+			resp = s.responseHeaders(pol, &decision, r.ResponseHeaders)
 		case *extprocv3.ProcessingRequest_RequestBody:
 			resp = replyRequestBody
 		case *extprocv3.ProcessingRequest_ResponseBody:
@@ -234,11 +234,11 @@ func (s *Server) endOfStream(ctx context.Context, err error) error {
 }
 
 // requestHeaders takes the request-phase decision and returns what the response phase needs.
-func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) (*policy.Policy, string, *extprocv3.ProcessingResponse) {
+func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) (*policy.Policy, policy.RequestDecision, *extprocv3.ProcessingResponse) {
 	res := s.lookup(ctx, req.GetAttributes()[attributesKey])
 	if res.Policy == nil {
 		s.metrics.decisions[decisionNotCORS].Inc()
-		return nil, "", replyContinueAndSkip
+		return nil, policy.RequestDecision{}, replyContinueAndSkip
 	}
 	return s.decideRequest(ctx, &res, h.GetHeaders().GetHeaders())
 }
@@ -246,7 +246,7 @@ func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRe
 // decideRequest is the request phase under the resolved policy: the decision is taken, counted,
 // logged and returned to Envoy as dynamic metadata, then applied, except in report-only mode,
 // where the request and its response pass untouched.
-func (s *Server) decideRequest(ctx context.Context, res *Resolution, headers []*corev3.HeaderValue) (*policy.Policy, string, *extprocv3.ProcessingResponse) {
+func (s *Server) decideRequest(ctx context.Context, res *Resolution, headers []*corev3.HeaderValue) (*policy.Policy, policy.RequestDecision, *extprocv3.ProcessingResponse) {
 	p := res.Policy
 	r := ReadRequest(headers)
 	if s.overLimit(&r) {
@@ -266,15 +266,15 @@ func (s *Server) decideRequest(ctx context.Context, res *Resolution, headers []*
 	}
 	switch {
 	case reportOnly:
-		return nil, "", continueRequest(true, md)
+		return nil, d, continueRequest(true, md)
 	case d.Action == policy.ActionAnswer:
 		reply := immediateResponse(&d)
 		reply.DynamicMetadata = md
-		return nil, "", reply
+		return nil, d, reply
 	case d.Action == policy.ActionDecorate:
-		return p, r.Origin, continueRequest(false, md)
+		return p, d, continueRequest(false, md)
 	default:
-		return nil, "", continueRequest(true, md)
+		return nil, d, continueRequest(true, md)
 	}
 }
 
@@ -299,9 +299,9 @@ func (s *Server) overLimit(r *policy.Request) bool {
 // server wants the response phase, its reply to response_headers carrying the upstream's
 // response headers (nil otherwise).
 func (s *Server) Preview(p *policy.Policy, request, response []*corev3.HeaderValue) (requestReply, responseReply *extprocv3.ProcessingResponse) {
-	pol, origin, requestReply := s.decideRequest(context.Background(), &Resolution{Found: true, Policy: p}, request)
+	pol, decision, requestReply := s.decideRequest(context.Background(), &Resolution{Found: true, Policy: p}, request)
 	if requestReply.GetRequestHeaders() != nil && requestReply.GetModeOverride() == nil {
-		responseReply = s.responseHeaders(pol, origin, &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: response}})
+		responseReply = s.responseHeaders(pol, &decision, &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: response}})
 	}
 	return requestReply, responseReply
 }
@@ -309,10 +309,10 @@ func (s *Server) Preview(p *policy.Policy, request, response []*corev3.HeaderVal
 // responseHeaders decorates an actual response (semantics section 8). Without a decision from
 // the request phase (a local reply seen first, a pass decision whose skip Envoy did not honour)
 // it changes nothing.
-func (s *Server) responseHeaders(p *policy.Policy, origin string, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+func (s *Server) responseHeaders(p *policy.Policy, d *policy.RequestDecision, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
 	if p == nil {
 		return replyContinueResponse
 	}
-	d := p.Decorate(origin, UpstreamVaryListsOrigin(h.GetHeaders().GetHeaders()))
-	return continueResponse(&d)
+	rd := p.Decorate(d, UpstreamVaryListsOrigin(h.GetHeaders().GetHeaders()))
+	return continueResponse(&rd)
 }
