@@ -11,6 +11,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -115,5 +118,30 @@ func unmarshalMetadataText(text string, md *corev3.Metadata) error {
 		}
 		t = t[end:]
 	}
-	return prototext.UnmarshalOptions{DiscardUnknown: true}.Unmarshal([]byte(t), md)
+	return prototext.UnmarshalOptions{DiscardUnknown: true, Resolver: anyResolver{}}.Unmarshal([]byte(t), md)
+}
+
+// anyResolver resolves the types of google.protobuf.Any values in metadata text, such as a
+// route's typed_filter_metadata for another filter. A type this binary does not know is read as
+// an Empty, whose fields DiscardUnknown drops: the policy never lives there, and failing the
+// whole text would make the route's CORS policy unusable for a reason unrelated to CORS.
+type anyResolver struct{}
+
+func (anyResolver) FindMessageByName(name protoreflect.FullName) (protoreflect.MessageType, error) {
+	return protoregistry.GlobalTypes.FindMessageByName(name)
+}
+
+func (anyResolver) FindMessageByURL(url string) (protoreflect.MessageType, error) {
+	if mt, err := protoregistry.GlobalTypes.FindMessageByURL(url); err == nil {
+		return mt, nil
+	}
+	return (&emptypb.Empty{}).ProtoReflect().Type(), nil
+}
+
+func (anyResolver) FindExtensionByName(field protoreflect.FullName) (protoreflect.ExtensionType, error) {
+	return protoregistry.GlobalTypes.FindExtensionByName(field)
+}
+
+func (anyResolver) FindExtensionByNumber(message protoreflect.FullName, field protoreflect.FieldNumber) (protoreflect.ExtensionType, error) {
+	return protoregistry.GlobalTypes.FindExtensionByNumber(message, field)
 }

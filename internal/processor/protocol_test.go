@@ -284,6 +284,8 @@ func TestMetadataText(t *testing.T) {
 		{"garbage", `filter_metadata { key: "cors" value {`, true, false},
 		{"debug token alone", `goo.gle/debugonly`, true, false},
 		{"unknown field ignored", `some_future_field: 3 filter_metadata { key: "cors" value { } }`, true, true},
+		{"typed metadata of an unknown type", `filter_metadata { key: "cors" value { } } typed_filter_metadata { key: "other.filter" value { [type.googleapis.com/acme.Unknown] { level: 3 name: "x" } } }`, true, true},
+		{"typed metadata of a known type", `typed_filter_metadata { key: "x" value { [type.googleapis.com/google.protobuf.StringValue] { value: "v" } } } filter_metadata { key: "cors" value { } }`, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := resolver.MetadataText(tc.text)
