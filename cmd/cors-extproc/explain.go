@@ -55,6 +55,7 @@ func runExplain(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	namespace := fs.String("metadata-namespace", "cors", "filter_metadata namespace holding a route's policy, as the server's flag")
 	defaultName := fs.String("default-policy", "", "the server's --default-policy")
 	reportOnly := fs.Bool("report-only", false, "as the server's --report-only")
+	limits := policyLimitFlags(fs)
 	method := fs.String("X", "GET", "request method")
 	fs.Var(&requestHeaders, "H", "request header 'Name: value' (repeatable), e.g. -H 'Origin: https://app.example.com'")
 	fs.Var(&upstreamHeaders, "upstream-header", "a header of the upstream's response 'Name: value' (repeatable), e.g. Vary")
@@ -92,11 +93,11 @@ func runExplain(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	named, err := loadNamed(*policiesFile)
+	named, err := loadNamed(*policiesFile, *limits)
 	if err != nil {
 		return err
 	}
-	resolver := &processor.Resolver{Namespace: *namespace, Policies: named.policies}
+	resolver := &processor.Resolver{Namespace: *namespace, Policies: named.policies, Limits: *limits}
 	var res siteResolution
 	switch {
 	case *inline != "":
@@ -113,7 +114,8 @@ func runExplain(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		res.source = fmt.Sprintf("%s %s in %s: %s", site.Kind, site.Name, *config, res.source)
 	}
 
-	srv, err := processor.New(processor.Options{Namespace: *namespace, Policies: named.policies, ReportOnly: *reportOnly})
+	srv, err := processor.New(processor.Options{Namespace: *namespace, Policies: named.policies, ReportOnly: *reportOnly,
+		Limits: processor.Limits{Policy: *limits}})
 	if err != nil {
 		return err
 	}

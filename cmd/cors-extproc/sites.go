@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 
@@ -49,6 +50,15 @@ func resolveSite(r *processor.Resolver, s *envoyconfig.Site, defaultName string)
 	return siteResolution{source: "no CORS policy"}
 }
 
+// policyLimitFlags defines, on a tool's flag set, the server's flags that bound a policy, so
+// that the tool judges policies as the server configured that way does.
+func policyLimitFlags(fs *flag.FlagSet) *policy.Limits {
+	l := policy.DefaultLimits
+	fs.IntVar(&l.MaxOrigins, "max-origins", l.MaxOrigins, "as the server's flag: most origins elements in one policy")
+	fs.IntVar(&l.MaxRegexInsts, "max-regex-size", l.MaxRegexInsts, "as the server's flag: largest regex origins element, in RE2 instructions")
+	return &l
+}
+
 // namedFile is a named-policy file as the operator tools read it. Unlike the server they go on
 // with an invalid file: its broken policies are unusable, as routes naming them would see them.
 type namedFile struct {
@@ -60,7 +70,7 @@ type namedFile struct {
 
 // loadNamed reads the --policies file; an empty path is an empty set. The error is for a file
 // that cannot be read or is not a map of policies at all.
-func loadNamed(path string) (namedFile, error) {
+func loadNamed(path string, limits policy.Limits) (namedFile, error) {
 	f := namedFile{path: path}
 	if path == "" {
 		return f, nil
@@ -69,7 +79,7 @@ func loadNamed(path string) (namedFile, error) {
 	if err != nil {
 		return f, fmt.Errorf("--policies: %w", err)
 	}
-	named, warnings, err := policy.ParseNamed(data)
+	named, warnings, err := limits.ParseNamed(data)
 	var invalid *policy.InvalidError
 	switch {
 	case errors.As(err, &invalid):

@@ -40,6 +40,7 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	namespace := flags.String("metadata-namespace", "cors", "filter_metadata namespace holding a route's policy, as the server's flag")
 	defaultName := flags.String("default-policy", "", "the server's --default-policy, for routes that name no policy")
 	format := flags.String("format", "text", "output format: text or json")
+	limits := policyLimitFlags(flags)
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -60,7 +61,7 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 
-	named, err := loadNamed(*policiesFile)
+	named, err := loadNamed(*policiesFile, *limits)
 	if err != nil {
 		return err
 	}
@@ -71,7 +72,7 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 				Message: "--default-policy names a policy the file lacks"})
 		}
 	}
-	resolver := &processor.Resolver{Namespace: *namespace, Policies: named.policies}
+	resolver := &processor.Resolver{Namespace: *namespace, Policies: named.policies, Limits: *limits}
 	for _, arg := range flags.Args() {
 		files, err := configFiles(arg)
 		if err != nil {

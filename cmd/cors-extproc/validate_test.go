@@ -94,3 +94,10 @@ func TestValidateDirectory(t *testing.T) {
 	assert.Contains(t, out, `../../deploy/envoy-gateway/httproute.yaml: HTTPRoute demo/storefront: OK (policy "storefront" via annotation gateway.envoyproxy.io/cors-policy)`)
 	assert.NotContains(t, out, "ERROR")
 }
+
+// validate judges policies under the limits the server runs with.
+func TestValidateLimits(t *testing.T) {
+	out, _, err := runCommand(t, "validate", "--max-origins", "1", "--policies", "testdata/policies.yaml")
+	require.ErrorIs(t, err, errReported)
+	assert.Contains(t, out, `testdata/policies.yaml: policy spa: ERROR: origins […]: 2 elements, over the limit of 1`)
+}
