@@ -389,20 +389,34 @@ func failed(res *Result, err error) error {
 	return err
 }
 
-// request plays the request phase, the upstream, then the response phase.
-func (x *exchange) request(ctx context.Context, res *Result, req Request, attrs *structpb.Struct, upstream Upstream) error {
-	x.send(requestHeaders(req, attrs))
-	r, err := x.await(ctx)
+// reply awaits the reply to the message just sent and applies what any reply carries
+// (mode_override, dynamic metadata). closed: the server ended the stream with OK, and Envoy
+// goes on without processing (contract section 5); err is what failed reports.
+func (x *exchange) reply(ctx context.Context, res *Result) (r *extprocv3.ProcessingResponse, closed bool, err error) {
+	r, err = x.await(ctx)
 	switch {
 	case errors.Is(err, errClosed):
 		res.ClosedByServer = true
-		x.callUpstream(res, req, upstream)
-		return nil
+		return nil, true, nil
 	case err != nil:
-		return failed(res, err)
+		return nil, false, failed(res, err)
 	}
 	x.override(r)
 	x.receiveMetadata(res, r)
+	return r, false, nil
+}
+
+// request plays the request phase, the upstream, then the response phase.
+func (x *exchange) request(ctx context.Context, res *Result, req Request, attrs *structpb.Struct, upstream Upstream) error {
+	x.send(requestHeaders(req, attrs))
+	r, closed, err := x.reply(ctx, res)
+	switch {
+	case err != nil:
+		return err
+	case closed:
+		x.callUpstream(res, req, upstream)
+		return nil
+	}
 	switch kind := r.GetResponse().(type) {
 	case *extprocv3.ProcessingResponse_RequestHeaders:
 		common := kind.RequestHeaders.GetResponse()
@@ -445,16 +459,10 @@ func (x *exchange) response(ctx context.Context, res *Result, resp Response) err
 	res.Response = resp
 	res.ResponsePhaseSent = true
 	x.send(responseHeaders(resp, !resp.Body))
-	r, err := x.await(ctx)
-	switch {
-	case errors.Is(err, errClosed):
-		res.ClosedByServer = true
-		return nil
-	case err != nil:
-		return failed(res, err)
+	r, closed, err := x.reply(ctx, res)
+	if err != nil || closed {
+		return err
 	}
-	x.override(r)
-	x.receiveMetadata(res, r)
 	switch kind := r.GetResponse().(type) {
 	case *extprocv3.ProcessingResponse_ResponseHeaders:
 		common := kind.ResponseHeaders.GetResponse()
