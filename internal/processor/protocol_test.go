@@ -462,3 +462,15 @@ func TestLimitsAtTheBound(t *testing.T) {
 	assert.Equal(t, 4.0, testutil.ToFloat64(srv.metrics.limitsExceeded[limitHeaderValue]))
 	assert.Equal(t, 1, strings.Count(logs.String(), "request header value over the limit"), logs.String())
 }
+
+// A request over the header limit is reported to the access log as what it is: a decision of
+// the stand-in unusable policy.
+func TestDynamicMetadataOverLimit(t *testing.T) {
+	envoy, _ := newEnvoy(t, Options{DynamicMetadataNamespace: "cors-extproc", Limits: Limits{MaxHeaderValueBytes: 32}},
+		envoytest.Config{AllowModeOverride: true, ReceivingNamespaces: []string{"cors-extproc"}})
+	res, err := envoy.Do(testCtx(t), corsRoute(appOnly), envoytest.Request{Method: "OPTIONS", Headers: envoytest.Headers{
+		{Key: "origin", Value: app}, {Key: "access-control-request-method", Value: strings.Repeat("X", 33)}}}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 403, res.Response.Status)
+	assert.Equal(t, "unusable_policy", res.DynamicMetadata["cors-extproc"].AsMap()["decision"])
+}

@@ -247,11 +247,13 @@ func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRe
 // logged and returned to Envoy as dynamic metadata, then applied, except in report-only mode,
 // where the request and its response pass untouched.
 func (s *Server) decideRequest(ctx context.Context, res *Resolution, headers []*corev3.HeaderValue) (*policy.Policy, policy.RequestDecision, *extprocv3.ProcessingResponse) {
-	p := res.Policy
 	r := ReadRequest(headers)
 	if s.overLimit(&r) {
-		p = s.headerTooLong
+		limited := *res
+		limited.Policy = s.headerTooLong
+		res = &limited
 	}
+	p := res.Policy
 	d := p.Decide(&r)
 	s.countDecision(&d)
 	reportOnly := s.reportOnly || p.ReportOnly()
