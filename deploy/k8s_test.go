@@ -38,6 +38,15 @@ type kustomization struct {
 		NewName string `json:"newName"`
 		NewTag  string `json:"newTag"`
 	} `json:"images,omitempty"`
+	Patches []struct {
+		Path   string `json:"path"`
+		Target struct {
+			Group   string `json:"group"`
+			Version string `json:"version"`
+			Kind    string `json:"kind"`
+			Name    string `json:"name"`
+		} `json:"target"`
+	} `json:"patches,omitempty"`
 }
 
 func loadKustomization(t *testing.T, dir string) kustomization {
@@ -167,7 +176,7 @@ func containerPort(c corev1.Container, p intstr.IntOrString) (corev1.ContainerPo
 }
 
 func TestK8sKustomizationListsEveryManifest(t *testing.T) {
-	for _, dir := range []string{k8sBaseDir, "k8s/overlays/monitoring"} {
+	for _, dir := range []string{k8sBaseDir, "k8s/overlays/monitoring", tlsOverlay} {
 		k := loadKustomization(t, dir)
 		listed := map[string]bool{}
 		for _, r := range k.Resources {
@@ -178,6 +187,9 @@ func TestK8sKustomizationListsEveryManifest(t *testing.T) {
 				continue
 			}
 			listed[r] = true
+		}
+		for _, p := range k.Patches {
+			listed[p.Path] = true
 		}
 		for _, g := range k.ConfigMapGenerator {
 			for _, f := range g.Files {

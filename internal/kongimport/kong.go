@@ -269,31 +269,28 @@ func (d *document) resolve(pp pendingPlugin) plugin {
 
 // findService returns the index of the service r names, by id first, then by name.
 func (d *document) findService(r ref) int {
-	for i, s := range d.services {
-		if r.id != "" && s.id == r.id {
-			return i
-		}
-	}
-	for i, s := range d.services {
-		if r.name != "" && s.name == r.name {
-			return i
-		}
-	}
-	return -1
+	return find(d.services, r, func(s service) (string, string) { return s.id, s.name })
 }
 
+// findRoute returns the index of the route r names, by id first, then by name.
 func (d *document) findRoute(r ref) int {
-	for i, rt := range d.routes {
-		if r.id != "" && rt.id == r.id {
+	return find(d.routes, r, func(rt route) (string, string) { return rt.id, rt.name })
+}
+
+// find returns the index of the entity r names: an id match wins over a name match, as Kong
+// resolves a reference that could be either. -1 when none matches.
+func find[T any](entities []T, r ref, key func(T) (id, name string)) int {
+	byName := -1
+	for i, e := range entities {
+		id, name := key(e)
+		if r.id != "" && id == r.id {
 			return i
 		}
-	}
-	for i, rt := range d.routes {
-		if r.name != "" && rt.name == r.name {
-			return i
+		if byName < 0 && r.name != "" && name == r.name {
+			byName = i
 		}
 	}
-	return -1
+	return byName
 }
 
 // describe names a plugin entry by where it applies, for reports.
