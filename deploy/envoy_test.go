@@ -107,6 +107,9 @@ type exampleRoute struct {
 	Metadata            *corev3.Metadata // the route's metadata (xds.route_metadata), nil if none
 	VirtualHostMetadata *corev3.Metadata // xds.virtual_host_metadata, nil if none
 	ExtProcDisabled     bool             // ExtProcPerRoute disabled: no ext_proc stream at all
+	// GRPCMetadata is the ext_proc stream's initial metadata the route's ExtProcPerRoute
+	// overrides set (x-cors-policy).
+	GRPCMetadata map[string]string
 }
 
 // envoyRoutes returns envoy.yaml's routes by name.
@@ -121,27 +124,36 @@ func envoyRoutes(t *testing.T, c envoyConfig) map[string]exampleRoute {
 			if _, dup := routes[r.GetName()]; dup {
 				t.Fatalf("route name %s used twice", r.GetName())
 			}
-			routes[r.GetName()] = exampleRoute{
+			per := extProcPerRoute(t, r)
+			er := exampleRoute{
 				VirtualHost:         vh.GetName(),
 				Metadata:            r.GetMetadata(),
 				VirtualHostMetadata: vh.GetMetadata(),
-				ExtProcDisabled:     extProcDisabled(t, r),
+				ExtProcDisabled:     per.GetDisabled(),
 			}
+			for _, hv := range per.GetOverrides().GetGrpcInitialMetadata() {
+				if er.GRPCMetadata == nil {
+					er.GRPCMetadata = map[string]string{}
+				}
+				er.GRPCMetadata[hv.GetKey()] = hv.GetValue()
+			}
+			routes[r.GetName()] = er
 		}
 	}
 	return routes
 }
 
-func extProcDisabled(t *testing.T, r *routev3.Route) bool {
+// extProcPerRoute is the route's ext_proc per-route config, nil when it has none.
+func extProcPerRoute(t *testing.T, r *routev3.Route) *extprocv3.ExtProcPerRoute {
 	t.Helper()
 	a, ok := r.GetTypedPerFilterConfig()[extProcFilter]
 	if !ok {
-		return false
+		return nil
 	}
 	per := &extprocv3.ExtProcPerRoute{}
 	unmarshalAny(t, a, per)
 	validate(t, "route "+r.GetName(), per)
-	return per.GetDisabled()
+	return per
 }
 
 func TestEnvoyImageIsPinnedToAFixedRelease(t *testing.T) {

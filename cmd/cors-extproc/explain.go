@@ -229,10 +229,21 @@ func applyMutation(fields headerFlag, m *extprocv3.HeaderMutation) headerFlag {
 	for _, k := range m.GetRemoveHeaders() {
 		out = without(k)
 	}
+sets:
 	for _, o := range m.GetSetHeaders() {
 		//lint:ignore SA1019 the deprecated append flag is the one ext_proc honours (contract section 4).
-		if !o.GetAppend().GetValue() {
+		appendField := o.GetAppend().GetValue()
+		if !appendField {
 			out = without(o.GetHeader().GetKey())
+		}
+		// vary is an inline header in Envoy: an appended value joins the first field, ",".
+		if appendField && o.GetHeader().GetKey() == "vary" {
+			for i, f := range out {
+				if f.GetKey() == "vary" {
+					out[i] = &corev3.HeaderValue{Key: "vary", RawValue: append(append(append([]byte(nil), f.GetRawValue()...), ','), o.GetHeader().GetRawValue()...)}
+					continue sets
+				}
+			}
 		}
 		out = append(out, o.GetHeader())
 	}

@@ -120,6 +120,8 @@ func applyMutation(fields []Header, m *extprocv3.HeaderMutation, ph phase) ([]He
 			continue
 		}
 		switch {
+		case appendField && joinsOnAppend[key] && op == opAppend:
+			fields = joinFirst(fields, key, value)
 		case appendField:
 			fields = append(fields, Header{key, value})
 		case strings.HasPrefix(key, ":"):
@@ -137,6 +139,23 @@ func applyMutation(fields []Header, m *extprocv3.HeaderMutation, ph phase) ([]He
 			len(fields), size, maxHeaderCount, maxHeaderBytes)
 	}
 	return fields, nil
+}
+
+// joinsOnAppend are the headers Envoy keeps as "inline" headers: appending to one that is
+// there already joins the value onto it with "," instead of adding a second field. Recorded on
+// every pinned Envoy (deploy/realenvoy_test.go): an upstream's "vary: Accept-Encoding" plus an
+// appended "Origin" reaches the client as one "vary: Accept-Encoding,Origin".
+var joinsOnAppend = map[string]bool{"vary": true}
+
+// joinFirst appends value to the first field named key, comma-joined.
+func joinFirst(fields []Header, key, value string) []Header {
+	for i, f := range fields {
+		if f.Key == key {
+			fields[i].Value = f.Value + "," + value
+			break
+		}
+	}
+	return fields
 }
 
 type operation int

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -104,17 +103,17 @@ func cacheKind(ch channel) string {
 	return "metadata-text"
 }
 
-var errEmptyMetadataText = errors.New("empty after the debug token")
-
 // unmarshalMetadataText parses Envoy's text-format Metadata, one line or several. Envoy 1.37.0
-// prefixes the text with a goo.gle/debugonly (or debugstr) token (contract section 3); it is
-// stripped first. Unknown fields are ignored so that a newer Envoy's Metadata still parses.
+// prefixes the text with a goo.gle/debug... token (it sends "goo.gle/debugproto  filter_metadata
+// {...}", and "goo.gle/debugproto " for empty metadata; contract section 3): the token is
+// stripped first, and nothing after it is empty metadata, a route without a policy. Unknown
+// fields are ignored so that a newer Envoy's Metadata still parses.
 func unmarshalMetadataText(text string, md *corev3.Metadata) error {
 	t := strings.TrimSpace(text)
 	if strings.HasPrefix(t, "goo.gle/debug") {
 		end := strings.IndexAny(t, " \t\r\n")
 		if end < 0 {
-			return errEmptyMetadataText
+			return nil
 		}
 		t = t[end:]
 	}

@@ -1,0 +1,128 @@
+package realenvoy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+)
+
+// Stream is one ext_proc stream as a Recorder saw it: what Envoy sent, what the server
+// answered, in order.
+type Stream struct {
+	// Metadata is the stream's gRPC initial metadata, as Envoy sent it (x-cors-policy among
+	// it), without the keys gRPC itself adds.
+	Metadata map[string][]string
+	Requests []*extprocv3.ProcessingRequest
+	// Responses[i] answers Requests[i]; it is nil where the server sent no answer.
+	Responses []*extprocv3.ProcessingResponse
+}
+
+// Recorder is an ext_proc server that stands between Envoy and the real server and records
+// every message of every stream: what a given Envoy release really sends.
+type Recorder struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	Addr string
+
+	backend extprocv3.ExternalProcessorClient
+	mu      sync.Mutex
+	streams []*Stream
+}
+
+// NewRecorder serves a Recorder on loopback that forwards every stream to the ext_proc server
+// at backend. It stops when the test ends.
+func NewRecorder(t testing.TB, backend string) *Recorder {
+	t.Helper()
+	conn, err := grpc.NewClient(backend, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Recorder{Addr: ln.Addr().String(), backend: extprocv3.NewExternalProcessorClient(conn)}
+	srv := grpc.NewServer()
+	extprocv3.RegisterExternalProcessorServer(srv, r)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Stop()
+		_ = conn.Close()
+	})
+	return r
+}
+
+// Streams returns the streams recorded so far, in the order they opened.
+func (r *Recorder) Streams() []*Stream {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*Stream(nil), r.streams...)
+}
+
+// Reset forgets the recorded streams.
+func (r *Recorder) Reset() {
+	r.mu.Lock()
+	r.streams = nil
+	r.mu.Unlock()
+}
+
+// Process forwards one stream, message by message, recording both directions.
+func (r *Recorder) Process(down extprocv3.ExternalProcessor_ProcessServer) error {
+	md, _ := metadata.FromIncomingContext(down.Context())
+	rec := &Stream{Metadata: map[string][]string{}}
+	for k, v := range md {
+		switch k {
+		case ":authority", "content-type", "user-agent", "grpc-accept-encoding", "grpc-timeout", "te":
+		default:
+			rec.Metadata[k] = v
+		}
+	}
+	r.mu.Lock()
+	r.streams = append(r.streams, rec)
+	r.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(down.Context())
+	defer cancel()
+	up, err := r.backend.Process(metadata.NewOutgoingContext(ctx, md))
+	if err != nil {
+		return err
+	}
+	for {
+		req, err := down.Recv()
+		if errors.Is(err, io.EOF) {
+			return up.CloseSend()
+		}
+		if err != nil {
+			return err
+		}
+		r.mu.Lock()
+		rec.Requests = append(rec.Requests, proto.Clone(req).(*extprocv3.ProcessingRequest))
+		rec.Responses = append(rec.Responses, nil)
+		i := len(rec.Requests) - 1
+		r.mu.Unlock()
+		if err := up.Send(req); err != nil {
+			return err
+		}
+		if req.GetObservabilityMode() {
+			continue
+		}
+		res, err := up.Recv()
+		if err != nil {
+			return err
+		}
+		r.mu.Lock()
+		rec.Responses[i] = proto.Clone(res).(*extprocv3.ProcessingResponse)
+		r.mu.Unlock()
+		if err := down.Send(res); err != nil {
+			return err
+		}
+	}
+}
