@@ -123,7 +123,6 @@ func upstreamWithCORS(envoytest.Request) envoytest.Response {
 	}}
 }
 
-
 func play(t *testing.T, envoy *envoytest.Envoy, cases []exchange) {
 	t.Helper()
 	for _, c := range cases {
