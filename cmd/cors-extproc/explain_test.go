@@ -126,8 +126,9 @@ steps:
   2. the Origin "https://evil.test" is normalized to "https://evil.test" (section 3)
   3. origins[0] "https://app.example.com" (literal, normalized "https://app.example.com"): does not match
   4. origins[1] "https://admin.example.com" (literal, normalized "https://admin.example.com"): does not match
-  5. no element matches: no access-control-allow-origin, Vary: Origin, and any upstream access-control-allow-origin is removed (section 4.5)
+  5. no element matches: no access-control-allow-origin, and any upstream one is removed (section 4.5)
   6. credentials is true: access-control-allow-credentials: true is sent, whether or not the Origin was allowed (section 5)
+  7. the preflight is answered 204 with vary: Origin; access-control-allow-credentials: true; access-control-allow-methods: GET,HEAD,PUT,PATCH,POST,DELETE (section 7)
 result: cors-extproc answers at once; the upstream is not called
 the client gets:
   status 204

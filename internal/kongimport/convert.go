@@ -125,6 +125,7 @@ func convert(config map[string]any, opts Options) conversion {
 	}
 	c.fields.Origins = c.stringList("origins", origins)
 	for i, o := range c.fields.Origins {
+		c.fields.Origins[i] = c.normalizeOrigin("origins["+strconv.Itoa(i)+"]", o)
 		c.originDifferences("origins["+strconv.Itoa(i)+"]", o)
 	}
 	c.fields.Headers = c.tokenList("headers", config["headers"])
@@ -273,6 +274,25 @@ func (c *conversion) maxAge(v any) {
 		}
 		c.fields.MaxAge = &whole
 	}
+}
+
+// normalizeOrigin returns a literal or wildcard origins element as the policy validator wants
+// it, normalized (docs/cors-semantics.md section 3): a path or trailing slash dropped, scheme and
+// host lower-cased, a default port dropped. Each change is reported: Kong sent a single literal
+// as written, which browsers refuse unless it is exactly scheme://host[:port], and compared
+// literals in a list without lower-casing them.
+func (c *conversion) normalizeOrigin(field, e string) string {
+	if !(allLiteral(e) || isIPv6Origin(e) || isWildcardOrigin(e)) {
+		return e
+	}
+	norm, _ := policy.NormalizeLiteral(e)
+	if norm == e || !strings.Contains(norm, "//") || strings.HasSuffix(norm, "//") {
+		return e
+	}
+	c.warn(field, e, "written as %q: an origin is scheme://host[:port], lower-case, without a path "+
+		"or default port; Kong sent this element as written where it was the only one (browsers "+
+		"refuse such an access-control-allow-origin) and compared it as written in a list", norm)
+	return norm
 }
 
 // originDifferences warns about an origins element that matches differently here than in

@@ -10,8 +10,9 @@ import (
 
 // Warnings repeated by many cases.
 const (
-	warnStatus  = "preflight_status: preflights are answered with 204 here, Kong answers 200; browsers accept both, a client that checks for 200 does not (set preflight_status: 200, or use --kong-compatible)"
-	warnMethods = "methods: not set, so preflights allow GET,HEAD,PUT,PATCH,POST,DELETE here; Kong's default also allows OPTIONS,TRACE,CONNECT (set methods, or use --kong-compatible)"
+	warnStatus   = "preflight_status: preflights are answered with 204 here, Kong answers 200; browsers accept both, a client that checks for 200 does not (set preflight_status: 200, or use --kong-compatible)"
+	warnMethods  = "methods: not set, so preflights allow GET,HEAD,PUT,PATCH,POST,DELETE here; Kong's default also allows OPTIONS,TRACE,CONNECT (set methods, or use --kong-compatible)"
+	warnAllowAll = `origins null: no origins listed, so every origin is allowed; write origins: ["*"] if that is meant, or list the origins`
 )
 
 func TestForm(t *testing.T) {
@@ -53,6 +54,20 @@ func TestForm(t *testing.T) {
 				"exposed_headers:\n  - X-A\n  - X-B\nmax_age: 120\nprivate_network: true\nallow_origin_absent: false\npreflight_status: 200\n",
 		},
 		{
+			// An origin as users write it: Kong sent the single literal as it is; here it is
+			// normalized, and each change is reported.
+			name: "literal origins normalized",
+			params: []string{"config.origins[]=https://App.Example.com/", "config.origins[]=HTTP://b.example:80",
+				"config.origins[]=https://*.C.example:443", "config.origins[]=https://d.example",
+				"config.preflight_continue=true"},
+			want: `# warning: origins[0] "https://App.Example.com/": written as "https://app.example.com": an origin is scheme://host[:port], lower-case, without a path or default port; Kong sent this element as written where it was the only one (browsers refuse such an access-control-allow-origin) and compared it as written in a list` + "\n" +
+				`# warning: origins[1] "HTTP://b.example:80": written as "http://b.example": an origin is scheme://host[:port], lower-case, without a path or default port; Kong sent this element as written where it was the only one (browsers refuse such an access-control-allow-origin) and compared it as written in a list` + "\n" +
+				`# warning: origins[2] "https://*.C.example:443": written as "https://*.c.example": an origin is scheme://host[:port], lower-case, without a path or default port; Kong sent this element as written where it was the only one (browsers refuse such an access-control-allow-origin) and compared it as written in a list` + "\n" +
+				`# warning: origins[2] "https://*.C.example:443": a wildcard subdomain here: it allows every subdomain of C.example; Kong reads it as a regex in which "/*" repeats the slash, so it allowed none of them` + "\n" +
+				"origins:\n  - https://app.example.com\n  - http://b.example\n  - https://*.c.example\n  - https://d.example\npreflight_continue: true\n",
+			warnings: 4,
+		},
+		{
 			name:     "preflights passed upstream: status and methods do not matter",
 			params:   []string{"config.origins=*", "config.preflight_continue=true"},
 			want:     "origins:\n  - '*'\npreflight_continue: true\n",
@@ -61,16 +76,17 @@ func TestForm(t *testing.T) {
 		{
 			name:     "fractional max_age",
 			params:   []string{"config.max_age=0.5", "config.methods=GET"},
-			want:     `# warning: max_age 0.5: Kong sends the fraction as it is ("0.5"), which browsers need not accept as a number of seconds; written as 0, rounded down` + "\n# warning: " + warnStatus + "\nmethods:\n  - GET\nmax_age: 0\n",
-			warnings: 2,
+			want:     `# warning: max_age 0.5: Kong sends the fraction as it is ("0.5"), which browsers need not accept as a number of seconds; written as 0, rounded down` + "\n# warning: " + warnStatus + "\n# warning: " + warnAllowAll + "\nmethods:\n  - GET\nmax_age: 0\n",
+			warnings: 3,
 		},
 		{
 			name:   "placement keys are ignored",
 			params: []string{"route.id=481a9539", "protocols[]=http", "config.methods=GET", "config.preflight_continue=true"},
 			want: "# warning: route.id: ignored: it says where or how Kong runs the plugin; on Envoy, the route that refers to the policy decides where it applies\n" +
 				"# warning: protocols[]: ignored: it says where or how Kong runs the plugin; on Envoy, the route that refers to the policy decides where it applies\n" +
+				"# warning: " + warnAllowAll + "\n" +
 				"methods:\n  - GET\npreflight_continue: true\n",
-			warnings: 2,
+			warnings: 3,
 		},
 		{
 			name: "errors: PCRE regex, both origin names, wrong types, consumer, other plugin",
@@ -88,10 +104,11 @@ func TestForm(t *testing.T) {
 			warnings: 2,
 		},
 		{
-			name:   "disabled",
-			params: []string{"enabled=false", "config.methods=GET", "config.preflight_continue=true"},
-			want:   "# error: enabled=false: a disabled plugin does nothing in Kong; there is no policy to import\n",
-			errors: 1,
+			name:     "disabled",
+			params:   []string{"enabled=false", "config.methods=GET", "config.preflight_continue=true"},
+			want:     "# warning: " + warnAllowAll + "\n# error: enabled=false: a disabled plugin does nothing in Kong; there is no policy to import\n",
+			errors:   1,
+			warnings: 1,
 		},
 	}
 	for _, c := range cases {

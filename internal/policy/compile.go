@@ -24,9 +24,10 @@ type Policy struct {
 	// star is the index of a "*" element: in a longer list it allows every present Origin
 	// (section 4.4); with allowAll it is 0 for ["*"]. -1 when there is none.
 	star int
-	// single is the one literal element, verbatim, when origins is exactly that (section 4.3);
-	// singleNorm is its normalized form, compared with the request Origin for metrics only.
-	single, singleNorm string
+	// single is the one literal element, normalized, when origins is exactly that (section
+	// 4.3): the ACAO value whatever the Origin, and what a request Origin must equal, once
+	// normalized, to be counted as allowed.
+	single string
 	// Literal elements by normalized text, to their first index: a slice when there are few, a
 	// map when there are many so that a miss among thousands stays cheap.
 	literals   []literal
@@ -142,6 +143,22 @@ func compile(m map[string]any, l Limits) (*Policy, problems) {
 		pr.warn(fieldCredentials, true, "every site gets credentialed reads: with all origins "+
 			"allowed, the request's Origin is echoed in access-control-allow-origin")
 	}
+	if p.allowAll && p.star < 0 && pr.errs == nil {
+		pr.warn(fieldOrigins, m[fieldOrigins], `no origins listed, so every origin is allowed; `+
+			`write origins: ["*"] if that is meant, or list the origins`)
+	}
+	if c.credentials {
+		for _, f := range [...]struct {
+			field string
+			items []string
+			what  string
+		}{{fieldMethods, c.methods, "a method"}, {fieldHeaders, c.headers, "a header"}, {fieldExposedHeaders, c.exposed, "a header"}} {
+			if slices.Contains(f.items, "*") {
+				pr.warn(f.field, "*", "a wildcard only without credentials: with credentials: true, "+
+					"browsers read it as "+f.what+` named "*"; list the names instead`)
+			}
+		}
+	}
 	return p, pr
 }
 
@@ -161,14 +178,30 @@ func checkOrigin(path string, index int, e string, pr *problems) (element, bool)
 	el := element{index: index, text: e, kind: classify(e)}
 	switch el.kind {
 	case kindLiteral:
-		el.norm = normalizeOrigin(e)
+		norm, problem := NormalizeLiteral(e)
+		if problem != "" {
+			pr.fail(path, e, problem+"; write "+strconv.Quote(norm))
+			return el, false
+		}
+		el.norm = norm
 		if !strings.Contains(e, "//") && e != "null" {
 			pr.warn(path, e, "has no scheme, so it never matches: browsers send "+
 				"scheme://host[:port], e.g. "+strconv.Quote("https://"+e))
 		}
 	case kindWildcard:
-		el.matcher = matcher{index: index, wildcard: newWildcard(e)}
+		// Normalized like a literal: "https://*.Example.com:443" is "https://*.example.com".
+		norm, problem := NormalizeLiteral(e)
+		if problem != "" {
+			pr.fail(path, e, problem+"; write "+strconv.Quote(norm))
+			return el, false
+		}
+		el.matcher = matcher{index: index, wildcard: newWildcard(norm)}
 	case kindRegex:
+		if accidental := !strings.ContainsAny(e, regexSyntax); accidental && hasUserInfoOrFragment(e) {
+			norm, _ := NormalizeLiteral(normalizeOrigin(e))
+			pr.fail(path, e, "has user information or a fragment, which an origin never has, so it never matches; write "+strconv.Quote(norm))
+			return el, false
+		}
 		pat, err := compilePattern(e)
 		if err != nil {
 			pr.fail(path, e, msgRegex+err.Error())
@@ -179,8 +212,12 @@ func checkOrigin(path string, index int, e string, pr *problems) (element, bool)
 			return el, false
 		}
 		el.matcher = matcher{index: index, pattern: pat}
-		if !strings.ContainsAny(e, `\+*?()|[]{}^$`) {
+		if !strings.ContainsAny(e, regexSyntax) {
 			pr.warn(path, e, accidentalRegex(e))
+		} else if !pat.wholeOrigin {
+			pr.warn(path, e, "has no \":\", so it is matched against the host alone and allows every "+
+				"scheme and port, http:// included; match scheme://host[:port] to require one, e.g. "+
+				strconv.Quote("^https://"+strings.TrimPrefix(e, "^")))
 		}
 	}
 	return el, true
@@ -212,7 +249,7 @@ func (p *Policy) compileOrigins(origins []element) {
 		}
 	}
 	if len(origins) == 1 && origins[0].kind == kindLiteral {
-		p.single, p.singleNorm = origins[0].text, origins[0].norm
+		p.single = origins[0].norm
 	}
 	if len(p.literals) >= mapThreshold {
 		p.literalMap = make(map[string]int, len(p.literals))
@@ -221,6 +258,17 @@ func (p *Policy) compileOrigins(origins []element) {
 		}
 		p.literals = nil
 	}
+}
+
+// regexSyntax are the bytes that make an element a regex on purpose; an element that is not a
+// literal but has none of them is probably a literal with a typo (accidentalRegex).
+const regexSyntax = `\+*?()|[]{}^$`
+
+// hasUserInfoOrFragment reports whether e, read as an origin, has user information or a
+// fragment: a "@" or "#" after its "//".
+func hasUserInfoOrFragment(e string) bool {
+	_, rest, ok := strings.Cut(e, "//")
+	return ok && strings.ContainsAny(rest, "@#")
 }
 
 // accidentalRegex explains the warning for an element that has no regex syntax but is not a

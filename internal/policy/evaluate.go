@@ -28,11 +28,21 @@ type grant struct {
 // struct cost more than the rest of a typical evaluation.)
 func (p *Policy) grant(o string, g *grant) {
 	g.matched = -1
+	if o != "" && p.credentials && (p.allowAll || p.star >= 0) && strings.IndexByte(o, ',') >= 0 {
+		// Section 2: an Origin with a comma (two Origin headers joined) is never echoed, which
+		// allow-all with credentials would do (section 5): the request is answered as if it had
+		// no Origin, and the Origin counts as rejected.
+		p.grant("", g)
+		g.origin = OriginRejected
+		return
+	}
 	if p.allowAll {
 		// Section 4.1, and section 5 for credentials.
 		switch {
 		case o == "":
-			g.acao = "*"
+			// With credentials the same URL answers differently when an Origin is present, so
+			// a shared cache must key on it (section 5; difference 9.7 from Kong).
+			g.acao, g.vary = "*", p.credentials
 		case p.credentials:
 			g.acao, g.vary, g.acac, g.origin, g.matched = o, true, true, OriginAllowed, p.star
 		default:
@@ -47,7 +57,7 @@ func (p *Policy) grant(o string, g *grant) {
 		g.acao = p.single
 		if o != "" {
 			g.origin = OriginRejected
-			if strings.IndexByte(o, ',') < 0 && normalizeOrigin(o) == p.singleNorm {
+			if strings.IndexByte(o, ',') < 0 && normalizeOrigin(o) == p.single {
 				g.origin, g.matched = OriginAllowed, 0
 			}
 		}

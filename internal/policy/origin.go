@@ -112,6 +112,34 @@ func normalizeOrigin(s string) string {
 	return s
 }
 
+// NormalizeLiteral returns the form a literal origins element (section 3.2) takes when the
+// policy is compiled: scheme and host lower-cased, the default port dropped. An element without
+// "//" ("null", a bare host) is returned as it is. problem is empty unless the element cannot be
+// an origin, because it has a path (a trailing "/" included) or no host; norm is then what to
+// write instead. Browsers compare access-control-allow-origin with their own serialization of
+// the origin, which is always of that form, so a literal sent as written ("https://App.test/")
+// would be refused (docs/cors-semantics.md section 3, difference 9.8).
+func NormalizeLiteral(e string) (norm, problem string) {
+	var p originParts
+	if !parseOrigin(e, &p) {
+		return e, ""
+	}
+	scheme, host := strings.ToLower(p.scheme), strings.ToLower(p.host)
+	norm = scheme + host
+	// A port was written (hasPort is false for a default one), and is not the default once the
+	// scheme is lower-cased.
+	if (p.hasPort || p.port != "") && !isDefaultPort(strings.TrimSuffix(scheme, "//"), p.port) {
+		norm += ":" + p.port
+	}
+	switch {
+	case host == "":
+		return norm, "has no host, so it never matches"
+	case strings.IndexByte(e[len(p.scheme):], '/') >= 0:
+		return norm, "has a path, which an origin never has: browsers send scheme://host[:port], so it never matches"
+	}
+	return norm, ""
+}
+
 // isLiteralByte reports whether c may appear in a literal origins element (section 3.2).
 func isLiteralByte(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||

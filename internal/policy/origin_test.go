@@ -113,3 +113,32 @@ func TestCompilePatternAnchoring(t *testing.T) {
 		assert.Equal(t, tt.want, p.re.MatchString(tt.subject), "%q on %q", tt.elem, tt.subject)
 	}
 }
+
+func TestNormalizeLiteral(t *testing.T) {
+	tests := []struct{ in, norm, problem string }{
+		{"https://a.test", "https://a.test", ""},
+		{"HTTPS://App.Example.COM", "https://app.example.com", ""},
+		{"https://a.test:443", "https://a.test", ""},
+		{"HTTPS://a.test:443", "https://a.test", ""},
+		{"Http://a.test:80", "http://a.test", ""},
+		{"http://a.test:443", "http://a.test:443", ""},
+		{"http://a.test:", "http://a.test:", ""},
+		{"http://[::1]:80", "http://[::1]", ""},
+		{"http://[::AB]:8080", "http://[::ab]:8080", ""},
+		{"null", "null", ""},
+		{"App.test", "App.test", ""},
+		{"https://a.test/", "https://a.test", "path"},
+		{"https://a.test:443/x/y", "https://a.test", "path"},
+		{"https://", "https://", "host"},
+	}
+	for _, tt := range tests {
+		norm, problem := NormalizeLiteral(tt.in)
+		assert.Equal(t, tt.norm, norm, "NormalizeLiteral(%q)", tt.in)
+		assert.Contains(t, problem, tt.problem, "NormalizeLiteral(%q)", tt.in)
+		if tt.problem == "" {
+			assert.Empty(t, problem, "NormalizeLiteral(%q)", tt.in)
+			again, _ := NormalizeLiteral(norm)
+			assert.Equal(t, norm, again, "idempotent on %q", tt.in)
+		}
+	}
+}

@@ -31,6 +31,16 @@ func TestValidationErrors(t *testing.T) {
 		{`{"origins": ["(?=x)y", "https://a.test"]}`,
 			[]string{`origins[0] "(?=x)y": invalid regex: invalid or unsupported Perl syntax`}},
 		{`{"origins": ["https://a.test", ""]}`, []string{`origins[1] "": empty origin`}},
+		{`{"origins": ["https://App.example.com/", "http://a.test:80/x", "https://*.B.test/", "https://"]}`, []string{
+			`origins[0] "https://App.example.com/": has a path, which an origin never has: browsers send scheme://host[:port], so it never matches; write "https://app.example.com"`,
+			`origins[1] "http://a.test:80/x": has a path, which an origin never has: browsers send scheme://host[:port], so it never matches; write "http://a.test"`,
+			`origins[2] "https://*.B.test/": has a path, which an origin never has: browsers send scheme://host[:port], so it never matches; write "https://*.b.test"`,
+			`origins[3] "https://": has no host, so it never matches; write "https://"`}},
+		{`{"origins": ["https://user@a.test", "https://a.test#top"]}`, []string{
+			`origins[0] "https://user@a.test": has user information or a fragment, which an origin never has, so it never matches; write "https://a.test"`,
+			`origins[1] "https://a.test#top": has user information or a fragment, which an origin never has, so it never matches; write "https://a.test"`}},
+		{`{"origin": "https://a.test/"}`, []string{
+			`origin "https://a.test/": has a path, which an origin never has: browsers send scheme://host[:port], so it never matches; write "https://a.test"`}},
 		{`{"origins": ["https://a.test", 5, null, true]}`, []string{
 			`origins[1] 5: want a string`, `origins[2] null: want a string`, `origins[3] true: want a string`}},
 		{`{"origins": "https://a.test"}`, []string{`origins "https://a.test": want a list of strings`}},
@@ -132,6 +142,11 @@ func TestGoTypes(t *testing.T) {
 	assert.EqualError(t, err, `max_age -1: want a non-negative integer (seconds)`)
 }
 
+// noOrigins is the warning of a policy that lists no origins, whose origins field is value.
+func noOrigins(value string) string {
+	return `origins ` + value + `: no origins listed, so every origin is allowed; write origins: ["*"] if that is meant, or list the origins`
+}
+
 func TestWarnings(t *testing.T) {
 	tests := []struct {
 		policy string
@@ -139,7 +154,22 @@ func TestWarnings(t *testing.T) {
 	}{
 		{`{"credentials": true}`, []string{
 			`credentials true: every site gets credentialed reads: with all origins allowed, ` +
-				`the request's Origin is echoed in access-control-allow-origin`}},
+				`the request's Origin is echoed in access-control-allow-origin`, noOrigins("null")}},
+		{`{}`, []string{noOrigins("null")}},
+		{`{"origins": []}`, []string{noOrigins("[…]")}},
+		{`{"origins": ["*"]}`, nil},
+		{`{"origins": ["[a-z]+\\.a\\.test", "^a\\.test$", "https://b\\.test", "c_d.test"]}`, []string{
+			`origins[0] "[a-z]+\\.a\\.test": has no ":", so it is matched against the host alone and allows ` +
+				`every scheme and port, http:// included; match scheme://host[:port] to require one, e.g. "^https://[a-z]+\\.a\\.test"`,
+			`origins[1] "^a\\.test$": has no ":", so it is matched against the host alone and allows ` +
+				`every scheme and port, http:// included; match scheme://host[:port] to require one, e.g. "^https://a\\.test$"`,
+			`origins[3] "c_d.test": treated as a regex, not a literal, because of "_", ` +
+				`so each "." in it matches any character (write "\." to match a dot only)`}},
+		{`{"origins": ["https://a.test", "https://b.test"], "credentials": true, "methods": "GET,*", "headers": ["*"], "exposed_headers": "*"}`, []string{
+			`methods "*": a wildcard only without credentials: with credentials: true, browsers read it as a method named "*"; list the names instead`,
+			`headers "*": a wildcard only without credentials: with credentials: true, browsers read it as a header named "*"; list the names instead`,
+			`exposed_headers "*": a wildcard only without credentials: with credentials: true, browsers read it as a header named "*"; list the names instead`}},
+		{`{"origins": ["https://a.test", "https://b.test"], "methods": "GET,*", "headers": ["*"], "exposed_headers": "*"}`, nil},
 		{`{"credentials": true, "origins": ["https://a.test", "*"]}`, []string{
 			`credentials true: every site gets credentialed reads: with all origins allowed, ` +
 				`the request's Origin is echoed in access-control-allow-origin`}},
@@ -242,9 +272,10 @@ json-ish: {"origins": ["*"], "credentials": true, "preflight_status": 200}
 	assert.Equal(t, "GET,POST", set["legacy"].methods)
 	assert.Equal(t, "https://a.test", set["legacy"].single)
 	assert.Equal(t, 200, set["json-ish"].status)
-	require.Len(t, warns, 1)
+	require.Len(t, warns, 2)
 	assert.Equal(t, `json-ish: credentials true: every site gets credentialed reads: with all `+
 		`origins allowed, the request's Origin is echoed in access-control-allow-origin`, warns[0].String())
+	assert.Equal(t, `open: `+noOrigins("null"), warns[1].String())
 
 	for _, empty := range []string{"", "# nothing\n", "---\n", "{}"} {
 		set, warns, err := ParseNamed([]byte(empty))

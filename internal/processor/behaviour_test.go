@@ -108,6 +108,18 @@ var behaviourCases = []behaviourCase{
 			"access-control-allow-credentials": {"true"},
 			"vary":                             {"Origin"},
 		}},
+	{name: "credentials with allow-all without origin varies", policy: `{"credentials":true}`,
+		status: 200, want: map[string][]string{
+			"access-control-allow-origin": {"*"},
+			"vary":                        {"Origin"},
+		}},
+	// Section 2: Envoy joins two Origin headers with a comma; the value is never echoed.
+	{name: "credentials with allow-all never echo a joined origin", policy: `{"credentials":true}`,
+		headers: []kv{{"origin", app + ", " + evil}},
+		status:  200, want: map[string][]string{
+			"access-control-allow-origin": {"*"},
+			"vary":                        {"Origin"},
+		}},
 	// Section 7: every preflight field.
 	{name: "full preflight", policy: `{"origins":["https://app.example.com","https://other.example.com"],"methods":["GET","PUT"],"headers":["x-a","content-type"],"credentials":true,"max_age":600,"private_network":true,"preflight_status":200}`,
 		method: "OPTIONS", headers: []kv{{"origin", app}, {"access-control-request-method", "PUT"},
