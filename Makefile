@@ -18,7 +18,9 @@ staticcheck:
 	$(STATICCHECK) ./...
 
 # The processor's codec has two builds: plain, and with go-control-plane's generated marshal
-# code (-tags vtprotobuf, what `build` and the Dockerfile ship); both are tested.
+# code (-tags vtprotobuf, what `build` and the Dockerfile ship); both are tested, and
+# TestCodecMatchesProto (the generated code's bytes against proto.Marshal's) exists only in the
+# second.
 # The allocation tests run again without -race: the race detector perturbs allocation counts,
 # so under it they skip themselves.
 race:

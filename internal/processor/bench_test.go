@@ -547,17 +547,20 @@ func TestPolicyCacheHitDoesNotAllocate(t *testing.T) {
 // memoryServerEnv makes the test binary the server process of BenchmarkMemory.
 const memoryServerEnv = "CORS_EXTPROC_MEMORY_SERVER"
 
-// TestMemoryServer is not a test: BenchmarkMemory runs the test binary with it as a separate
-// server process, so that the client's memory is not counted. It prints its address, then one
-// measurement (heap in use, stacks in use, resident set, each in bytes) per line read on stdin.
-func TestMemoryServer(t *testing.T) {
-	if os.Getenv(memoryServerEnv) == "" {
-		t.Skip("the server process of BenchmarkMemory")
-	}
+// memoryServerMain is the server process of BenchmarkMemory, run by TestMain when the test
+// binary is started with memoryServerEnv set, so that the client's memory is not counted. It is
+// no test function, so the test runner neither counts nor lists it. It prints its address, then
+// one measurement (heap in use, stacks in use, resident set, each in bytes) per line read on
+// stdin, until stdin closes.
+func memoryServerMain() error {
 	srv, err := New(Options{})
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	s := grpc.NewServer(benchServerOptions()...)
 	extprocv3.RegisterExternalProcessorServer(s, srv)
 	go func() { _ = s.Serve(lis) }()
@@ -570,6 +573,7 @@ func TestMemoryServer(t *testing.T) {
 		runtime.ReadMemStats(&ms)
 		fmt.Println("mem", ms.HeapInuse, ms.StackInuse, residentBytes())
 	}
+	return in.Err()
 }
 
 // residentBytes is the process's resident set size, from /proc/self/statm; 0 where it is missing.
@@ -585,7 +589,7 @@ func residentBytes() uint64 {
 	return resident * uint64(os.Getpagesize())
 }
 
-// memoryServer is a running TestMemoryServer process.
+// memoryServer is a running memoryServerMain process.
 type memoryServer struct {
 	cmd  *exec.Cmd
 	in   io.WriteCloser
@@ -598,7 +602,7 @@ type memorySample struct{ heap, stack, rss float64 }
 
 func startMemoryServer(b *testing.B) *memoryServer {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMemoryServer$", "-test.bench=^$")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), memoryServerEnv+"=1")
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()

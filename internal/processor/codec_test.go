@@ -7,8 +7,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/encoding"
-	_ "google.golang.org/grpc/encoding/proto" // registers the standard codec compared against
 	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
@@ -63,30 +61,6 @@ func codecReplies(t testing.TB) map[string]*extprocv3.ProcessingResponse {
 				Response: &extprocv3.CommonResponse{}}},
 			ModeOverride: proto.Clone(replyContinueAndSkip.GetModeOverride()).(*extprocfilterv3.ProcessingMode),
 		},
-	}
-}
-
-// The codec puts on the wire exactly what the standard codec and a deterministic proto.Marshal
-// put there, for every kind of reply.
-func TestCodecMatchesProto(t *testing.T) {
-	std := encoding.GetCodecV2("proto")
-	for name, reply := range codecReplies(t) {
-		t.Run(name, func(t *testing.T) {
-			want, err := proto.MarshalOptions{Deterministic: true}.Marshal(reply)
-			require.NoError(t, err)
-			got, err := Codec{}.Marshal(reply)
-			require.NoError(t, err)
-			assert.Equal(t, want, got.Materialize())
-			stdOut, err := std.Marshal(reply)
-			require.NoError(t, err)
-			assert.Equal(t, stdOut.Materialize(), got.Materialize())
-			got.Free()
-			stdOut.Free()
-
-			var back extprocv3.ProcessingResponse
-			require.NoError(t, Codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(want)}, &back))
-			assert.True(t, proto.Equal(reply, &back))
-		})
 	}
 }
 
