@@ -12,9 +12,8 @@ import (
 )
 
 // siteResolution is the policy a site of Envoy configuration gets, found through the server's
-// own Resolver in the server's lookup order (contract section 3): x-cors-policy, the route's
-// metadata, the virtual host's, then the default policy. inherited says the policy is the
-// virtual host's or the default, so that a problem is reported where it is written.
+// own Resolver and lookup (processor.Lookup, contract section 3). inherited says the policy is
+// the virtual host's or the default, so that a problem is reported where it is written.
 type siteResolution struct {
 	processor.Resolution
 	source    string // where the policy was found, for people
@@ -28,23 +27,29 @@ func resolveSite(r *processor.Resolver, s *envoyconfig.Site, defaultName string)
 	}
 	switch s.Kind {
 	case envoyconfig.KindHTTPRoute, envoyconfig.KindGateway:
+		// A resource, not a request: its annotation is the policy it gives its routes.
 		res := r.Named(s.Annotation, "annotation "+envoyconfig.GatewayAnnotation)
 		return siteResolution{Resolution: res, source: res.Where}
 	}
+	src := processor.Sources{RouteMetadata: func() processor.Resolution { return r.Metadata(s.Metadata) }}
 	if s.HasGRPCPolicy {
-		res := r.JSON(s.GRPCPolicy)
-		return siteResolution{Resolution: res, source: "ExtProcPerRoute grpc_initial_metadata x-cors-policy"}
-	}
-	if res := r.Metadata(s.Metadata); res.Found {
-		return siteResolution{Resolution: res, source: res.Where}
+		src.GRPCPolicy = func() processor.Resolution { return r.JSON(s.GRPCPolicy) }
 	}
 	if s.VirtualHost != nil {
-		if res := r.Metadata(s.VirtualHost.Metadata); res.Found {
-			return siteResolution{Resolution: res, source: "virtual host " + s.VirtualHost.Name + " " + res.Where, inherited: true}
-		}
+		src.VirtualHostMetadata = func() processor.Resolution { return r.Metadata(s.VirtualHost.Metadata) }
 	}
 	if defaultName != "" {
-		res := r.Named(defaultName, "--default-policy")
+		src.Default = func() processor.Resolution { return r.Named(defaultName, "--default-policy") }
+	}
+	res, ch := processor.Lookup(&src)
+	switch ch {
+	case processor.ChannelGRPCMetadata:
+		return siteResolution{Resolution: res, source: "ExtProcPerRoute grpc_initial_metadata x-cors-policy"}
+	case processor.ChannelRouteMetadata:
+		return siteResolution{Resolution: res, source: res.Where}
+	case processor.ChannelVirtualHostMetadata:
+		return siteResolution{Resolution: res, source: "virtual host " + s.VirtualHost.Name + " " + res.Where, inherited: true}
+	case processor.ChannelDefault:
 		return siteResolution{Resolution: res, source: "--default-policy", inherited: true}
 	}
 	return siteResolution{source: "no CORS policy"}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
@@ -95,4 +96,37 @@ func serverFor(t *testing.T, ch policyChannel, policyJSON string, opts Options) 
 	srv, err := New(opts)
 	require.NoError(t, err)
 	return srv, true
+}
+
+// Lookup consults the sources in contract section 3's order, skips absent ones and those that
+// name no policy, and resolves none after the first that does.
+func TestLookupSourcesInOrder(t *testing.T) {
+	var called []string
+	source := func(name string, found bool) func() Resolution {
+		return func() Resolution {
+			called = append(called, name)
+			return Resolution{Found: found, Where: name}
+		}
+	}
+	tests := []struct {
+		src    Sources
+		where  string
+		ch     Channel
+		called []string
+	}{
+		{Sources{GRPCPolicy: source("grpc", true), RouteMetadata: source("route", true)}, "grpc", ChannelGRPCMetadata, []string{"grpc"}},
+		{Sources{RouteMetadata: source("route", false), VirtualHostMetadata: source("vhost", true), Default: source("default", true)},
+			"vhost", ChannelVirtualHostMetadata, []string{"route", "vhost"}},
+		{Sources{RouteMetadata: source("route", true), VirtualHostMetadata: source("vhost", true)}, "route", ChannelRouteMetadata, []string{"route"}},
+		{Sources{RouteMetadata: source("route", false), Default: source("default", true)}, "default", ChannelDefault, []string{"route", "default"}},
+		{Sources{RouteMetadata: source("route", false), Default: source("default", false)}, "", ChannelNone, []string{"route", "default"}},
+		{Sources{}, "", ChannelNone, nil},
+	}
+	for _, tt := range tests {
+		called = nil
+		res, ch := Lookup(&tt.src)
+		assert.Equal(t, tt.where, res.Where)
+		assert.Equal(t, tt.ch, ch)
+		assert.Equal(t, tt.called, called)
+	}
 }

@@ -36,35 +36,74 @@ const (
 	channelVirtualHostMeta channel = "virtual-host-metadata"
 )
 
-// lookup finds the request's policy in the order of contract section 3; the first channel that
-// names a policy wins, whole. Its Policy is nil when the request is not on a CORS route. The
-// policy set is loaded once, so a reload during the lookup cannot mix two sets.
+// Channel names the source a request's policy was found in (contract section 3).
+type Channel uint8
+
+const (
+	ChannelNone                Channel = iota // no source names a policy: not a CORS route
+	ChannelGRPCMetadata                       // the x-cors-policy gRPC metadata
+	ChannelRouteMetadata                      // the route's metadata
+	ChannelVirtualHostMetadata                // the virtual host's metadata
+	ChannelDefault                            // the server's --default-policy
+)
+
+// Sources are the places one request's policy can come from, each resolved only if the lookup
+// reaches it; a nil one is absent. The server fills them from an ext_proc stream, the operator
+// tools (validate, explain) from Envoy configuration, and both go through Lookup, so that they
+// cannot disagree on the order.
+type Sources struct {
+	// GRPCPolicy resolves the stream's x-cors-policy value. A value that is present always
+	// names a policy, broken or not.
+	GRPCPolicy func() Resolution
+	// RouteMetadata and VirtualHostMetadata resolve the route's and the virtual host's
+	// metadata; when one names no policy, the lookup goes on.
+	RouteMetadata, VirtualHostMetadata func() Resolution
+	// Default resolves the server's --default-policy.
+	Default func() Resolution
+}
+
+// Lookup finds a request's policy in the order of contract section 3: x-cors-policy, the
+// route's metadata, the virtual host's, the default policy. The first source that names a
+// policy wins, whole; the channel says which. Its Policy is nil when none does.
+func Lookup(s *Sources) (Resolution, Channel) {
+	for i, source := range [...]func() Resolution{s.GRPCPolicy, s.RouteMetadata, s.VirtualHostMetadata, s.Default} {
+		if source == nil {
+			continue
+		}
+		if r := source(); r.Found {
+			return r, Channel(i + 1)
+		}
+	}
+	return Resolution{}, ChannelNone
+}
+
+// lookup finds the request's policy through Lookup, from the stream's metadata and the
+// metadata text Envoy sends, each resolved through its cache. Its Policy is nil when the
+// request is not on a CORS route. The policy set is loaded once, so a reload during the lookup
+// cannot mix two sets.
 func (s *Server) lookup(ctx context.Context, attrs *structpb.Struct) Resolution {
 	set := s.set.Load()
-	var routeName string
-	if attrs != nil {
-		routeName = attrs.GetFields()[attrRouteName].GetStringValue()
-	}
+	fields := attrs.GetFields()
+	routeName := fields[attrRouteName].GetStringValue()
+	var src Sources
 	if v := metadata.ValueFromIncomingContext(ctx, grpcPolicyKey); len(v) > 0 {
-		return s.resolve(set.jsonCache, v[0], channelGRPCMetadata, routeName, set.resolver.JSON)
-	}
-	for _, a := range [...]struct {
-		attr string
-		ch   channel
-	}{{attrRouteMetadata, channelRouteMetadata}, {attrVirtualHostMeta, channelVirtualHostMeta}} {
-		v, ok := attrs.GetFields()[a.attr]
-		if !ok {
-			continue
-		}
-		text := v.GetStringValue()
-		if text == "" {
-			continue
-		}
-		if r := s.resolve(set.textCache, text, a.ch, routeName, set.resolver.MetadataText); r.Found {
-			return r
+		src.GRPCPolicy = func() Resolution {
+			return s.resolve(set.jsonCache, v[0], channelGRPCMetadata, routeName, set.resolver.JSON)
 		}
 	}
-	return set.defaultPolicy
+	if text := fields[attrRouteMetadata].GetStringValue(); text != "" {
+		src.RouteMetadata = func() Resolution {
+			return s.resolve(set.textCache, text, channelRouteMetadata, routeName, set.resolver.MetadataText)
+		}
+	}
+	if text := fields[attrVirtualHostMeta].GetStringValue(); text != "" {
+		src.VirtualHostMetadata = func() Resolution {
+			return s.resolve(set.textCache, text, channelVirtualHostMeta, routeName, set.resolver.MetadataText)
+		}
+	}
+	src.Default = func() Resolution { return set.defaultPolicy }
+	res, _ := Lookup(&src)
+	return res
 }
 
 // resolve returns the cached resolution of source, resolving and caching it on a miss. A broken
