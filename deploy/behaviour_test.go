@@ -13,6 +13,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 	"github.com/cors-extproc/cors-extproc/internal/policy"
 	"github.com/cors-extproc/cors-extproc/internal/processor"
@@ -28,7 +29,7 @@ const testMessageTimeout = 5 * time.Second
 // newEnvoy starts the processor as the deployments run it (the named-policy file, no default
 // policy, decisions as dynamic metadata) and plays an Envoy whose ext_proc filter is
 // configured like p.
-func newEnvoy(t *testing.T, p *extprocv3.ExternalProcessor, format envoytest.MetadataFormat) *envoytest.Envoy {
+func newEnvoy(t *testing.T, p *extprocv3.ExternalProcessor, format envoyfilter.MetadataFormat) *envoytest.Envoy {
 	t.Helper()
 	named, warnings, err := policy.ParseNamed(readFile(t, namedPoliciesFile))
 	if err != nil || len(warnings) > 0 {
@@ -161,7 +162,7 @@ func TestEnvoyRoutesBehave(t *testing.T) {
 	c := loadEnvoy(t)
 	withCheckRoutes(t, c)
 	routes := envoyRoutes(t, c)
-	envoy := newEnvoy(t, c.extProc, envoytest.OneLine)
+	envoy := newEnvoy(t, c.extProc, envoyfilter.OneLine)
 	for _, tc := range envoyRouteCases {
 		t.Run(tc.name, func(t *testing.T) {
 			r, ok := routes[tc.route]
@@ -220,7 +221,7 @@ func TestEnvoyAccessLogGetsDecisions(t *testing.T) {
 		}
 	}
 	routes := envoyRoutes(t, c)
-	envoy := newEnvoy(t, c.extProc, envoytest.OneLine)
+	envoy := newEnvoy(t, c.extProc, envoyfilter.OneLine)
 	r := routes["reports"]
 	res, err := envoy.Do(context.Background(), envoytest.Route{Name: "reports", Metadata: r.Metadata, VirtualHostMetadata: r.VirtualHostMetadata},
 		actual("https://reports.example.com"), nil)
@@ -256,7 +257,7 @@ func TestEnvoyGatewayRouteBehaves(t *testing.T) {
 		RequestAttributes: ext.ProcessingMode.Request.Attributes,
 		MessageTimeout:    durationpb.New(d),
 	}
-	envoy := newEnvoy(t, cfg, envoytest.MultiLine)
+	envoy := newEnvoy(t, cfg, envoyfilter.MultiLine)
 
 	md := envoyGatewayRouteMetadata(t, f)["demo/storefront/api"]
 	if md == nil {
@@ -284,7 +285,7 @@ func TestEnvoyGatewayRouteBehaves(t *testing.T) {
 func TestIstioRoutesBehave(t *testing.T) {
 	f := loadIstio(t)
 	policies := istioPolicies(t, f)
-	envoy := newEnvoy(t, f.extProc, envoytest.MultiLine)
+	envoy := newEnvoy(t, f.extProc, envoyfilter.MultiLine)
 	route := func(name string) envoytest.Route {
 		r := envoytest.Route{Name: name}
 		if p, ok := policies[name]; ok {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 )
 
@@ -93,9 +94,9 @@ func envoyRoutes() map[string]route {
 		er := envoytest.Route{Name: r.name}
 		switch r.channel {
 		case routeMetadata:
-			er.Metadata = envoytest.Metadata("cors", r.policy)
+			er.Metadata = envoyfilter.Metadata("cors", r.policy)
 		case virtualHostMetadata:
-			er.VirtualHostMetadata = envoytest.Metadata("cors", r.policy)
+			er.VirtualHostMetadata = envoyfilter.Metadata("cors", r.policy)
 		case grpcMetadata:
 			er.GRPCMetadata = map[string]string{"x-cors-policy": policyJSON(r.policy)}
 		}

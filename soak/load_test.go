@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 )
 
@@ -40,12 +41,12 @@ var apiFields = map[string]any{
 // routes carry the same policy through different channels (contract section 3), so that every
 // lookup path and both policy caches run under load.
 var routes = []envoytest.Route{
-	{Name: "route-metadata", Metadata: envoytest.Metadata("cors", apiFields)},
-	{Name: "route-ref", Metadata: envoytest.Metadata("cors", map[string]any{"ref": "api"})},
+	{Name: "route-metadata", Metadata: envoyfilter.Metadata("cors", apiFields)},
+	{Name: "route-ref", Metadata: envoyfilter.Metadata("cors", map[string]any{"ref": "api"})},
 	{Name: "grpc-metadata", GRPCMetadata: map[string]string{"x-cors-policy": `{"ref":"api"}`}},
-	{Name: "envoy-gateway", Metadata: envoytest.Metadata("envoy-gateway", map[string]any{"resources": []any{
+	{Name: "envoy-gateway", Metadata: envoyfilter.Metadata("envoy-gateway", map[string]any{"resources": []any{
 		map[string]any{"kind": "HTTPRoute", "name": "api", "annotations": map[string]any{"cors-policy": "api"}}}})},
-	{Name: "virtual-host", VirtualHostMetadata: envoytest.Metadata("cors", apiFields)},
+	{Name: "virtual-host", VirtualHostMetadata: envoyfilter.Metadata("cors", apiFields)},
 }
 
 // upstream answers like an API behind Envoy, with a Vary of its own, after delay: Envoy keeps a
@@ -90,7 +91,7 @@ func newEnvoys(t *testing.T, svc *service, n int) []*envoytest.Envoy {
 	for i := range envoys {
 		envoys[i] = envoytest.New(svc.dial(t), envoytest.Config{
 			AllowModeOverride: true,
-			MetadataFormat:    []envoytest.MetadataFormat{envoytest.OneLine, envoytest.MultiLine}[i%2],
+			MetadataFormat:    []envoyfilter.MetadataFormat{envoyfilter.OneLine, envoyfilter.MultiLine}[i%2],
 		})
 	}
 	return envoys

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/cors-extproc/cors-extproc/internal/envoytest"
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 )
 
 // config is the validated command line.
@@ -206,14 +206,14 @@ type messages struct {
 // text in the first message's attributes.
 func buildMessages() ([numKinds]messages, error) {
 	var out [numKinds]messages
-	text, err := envoytest.MetadataText(envoytest.Metadata("cors", routePolicy), envoytest.OneLine)
+	text, err := envoyfilter.MetadataText(envoyfilter.Metadata("cors", routePolicy), envoyfilter.OneLine)
 	if err != nil {
 		return out, err
 	}
 	attrs := map[string]*structpb.Struct{"envoy.filters.http.ext_proc": {Fields: map[string]*structpb.Value{
-		envoytest.AttrRouteMetadata:       structpb.NewStringValue(text),
-		envoytest.AttrVirtualHostMetadata: structpb.NewStringValue(""),
-		envoytest.AttrRouteName:           structpb.NewStringValue("bench"),
+		envoyfilter.AttrRouteMetadata:       structpb.NewStringValue(text),
+		envoyfilter.AttrVirtualHostMetadata: structpb.NewStringValue(""),
+		envoyfilter.AttrRouteName:           structpb.NewStringValue("bench"),
 	}}}
 	common := [][2]string{{":path", "/api/items"}, {":scheme", "https"}, {":authority", "api.example.com"},
 		{"user-agent", "cors-extproc-bench"}, {"accept", "application/json"}}

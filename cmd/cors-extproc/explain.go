@@ -11,9 +11,9 @@ import (
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/cors-extproc/cors-extproc/internal/envoyconfig"
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/processor"
 )
 
@@ -167,7 +167,7 @@ func writeExplanation(w io.Writer, res siteResolution, srv *processor.Server, re
 	}
 	if res.Policy == nil {
 		fmt.Fprintf(&b, "result: not a CORS route: the request and its response pass untouched\n")
-		writeClient(&b, upstream)
+		writeClient(&b, fields(upstream))
 		_, err := io.WriteString(w, b.String())
 		return err
 	}
@@ -179,13 +179,14 @@ func writeExplanation(w io.Writer, res siteResolution, srv *processor.Server, re
 		fmt.Fprintf(&b, "  %d. %s\n", i+1, s)
 	}
 	requestReply, responseReply := srv.Preview(res.Policy, request, upstream)
-	client := upstream
+	client := fields(upstream)
+	var err error
 	switch {
 	case requestReply.GetImmediateResponse() != nil:
 		ir := requestReply.GetImmediateResponse()
 		fmt.Fprintf(&b, "result: cors-extproc answers at once; the upstream is not called\n")
-		client = headerFlag{{Key: ":status", RawValue: []byte(strconv.Itoa(int(ir.GetStatus().GetCode())))}}
-		client = applyMutation(client, ir.GetHeaders())
+		status := []envoyfilter.Header{{Key: ":status", Value: strconv.Itoa(int(ir.GetStatus().GetCode()))}}
+		client, err = envoyfilter.ApplyMutation(status, ir.GetHeaders(), envoyfilter.ImmediatePhase)
 	case responseReply == nil:
 		fmt.Fprintf(&b, "result: the request goes upstream and its response comes back untouched (no response phase)\n")
 	default:
@@ -205,62 +206,38 @@ func writeExplanation(w io.Writer, res siteResolution, srv *processor.Server, re
 		if m == nil {
 			fmt.Fprintf(&b, "  (none)\n")
 		}
-		client = applyMutation(upstream, m)
+		client, err = envoyfilter.ApplyMutation(client, m, envoyfilter.ResponsePhase)
+	}
+	if err != nil {
+		// The server broke the contract: Envoy would answer 500 (contract section 5).
+		return fmt.Errorf("explain: the server's reply cannot be applied as Envoy would: %w", err)
 	}
 	writeClient(&b, client)
-	_, err := io.WriteString(w, b.String())
+	_, err = io.WriteString(w, b.String())
 	return err
 }
 
-// applyMutation applies a header mutation the way Envoy does (contract section 4): removals
-// first, then each set field replaces the fields of its name, or is added beside them when its
-// append flag is set.
-func applyMutation(fields headerFlag, m *extprocv3.HeaderMutation) headerFlag {
-	out := append(headerFlag(nil), fields...)
-	without := func(key string) headerFlag {
-		kept := out[:0:0]
-		for _, f := range out {
-			if f.GetKey() != key {
-				kept = append(kept, f)
-			}
-		}
-		return kept
-	}
-	for _, k := range m.GetRemoveHeaders() {
-		out = without(k)
-	}
-sets:
-	for _, o := range m.GetSetHeaders() {
-		//lint:ignore SA1019 the deprecated append flag is the one ext_proc honours (contract section 4).
-		appendField := o.GetAppend().GetValue()
-		if !appendField {
-			out = without(o.GetHeader().GetKey())
-		}
-		// vary is an inline header in Envoy: an appended value joins the first field, ",".
-		if appendField && o.GetHeader().GetKey() == "vary" {
-			for i, f := range out {
-				if f.GetKey() == "vary" {
-					out[i] = &corev3.HeaderValue{Key: "vary", RawValue: append(append(append([]byte(nil), f.GetRawValue()...), ','), o.GetHeader().GetRawValue()...)}
-					continue sets
-				}
-			}
-		}
-		out = append(out, o.GetHeader())
+// fields turns header flags into header fields, to which a mutation is applied as Envoy
+// applies it (envoyfilter.ApplyMutation).
+func fields(h headerFlag) []envoyfilter.Header {
+	out := make([]envoyfilter.Header, len(h))
+	for i, f := range h {
+		out[i] = envoyfilter.Header{Key: f.GetKey(), Value: string(f.GetRawValue())}
 	}
 	return out
 }
 
 // writeClient writes the response as the client gets it.
-func writeClient(b *strings.Builder, fields headerFlag) {
+func writeClient(b *strings.Builder, fields []envoyfilter.Header) {
 	fmt.Fprintf(b, "the client gets:\n")
 	for _, f := range fields {
-		if f.GetKey() == ":status" {
-			fmt.Fprintf(b, "  status %s\n", f.GetRawValue())
+		if f.Key == ":status" {
+			fmt.Fprintf(b, "  status %s\n", f.Value)
 		}
 	}
 	for _, f := range fields {
-		if f.GetKey() != ":status" {
-			fmt.Fprintf(b, "  %s: %s\n", f.GetKey(), f.GetRawValue())
+		if f.Key != ":status" {
+			fmt.Fprintf(b, "  %s: %s\n", f.Key, f.Value)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 	"github.com/cors-extproc/cors-extproc/internal/processor"
 )
@@ -65,9 +66,10 @@ func clientGets(t *testing.T, out string) (int, [][2]string) {
 	return status, fields
 }
 
-// explain can never disagree with the server: every case gives the client the same status and
-// header fields, in the same order, whether the server (through the Envoy-playing client) or
-// explain computes it.
+// explain shows what the server sends: every case gives the client the same status and header
+// fields, in the same order, whether the server answers a real stream (played by envoytest) or
+// explain previews its replies (Server.Preview). Both apply the replies with the one
+// envoyfilter.ApplyMutation, so what is compared is the replies, and the decisions behind them.
 func TestExplainAgreesWithServer(t *testing.T) {
 	srv, err := processor.New(processor.Options{})
 	require.NoError(t, err)
@@ -95,7 +97,7 @@ func TestExplainAgreesWithServer(t *testing.T) {
 				upstream.Headers = append(upstream.Headers, envoytest.Header{Key: h[0], Value: h[1]})
 				args = append(args, "--upstream-header", h[0]+": "+h[1])
 			}
-			res, err := envoy.Do(context.Background(), envoytest.Route{Metadata: envoytest.Metadata("cors", policy)}, req,
+			res, err := envoy.Do(context.Background(), envoytest.Route{Metadata: envoyfilter.Metadata("cors", policy)}, req,
 				func(envoytest.Request) envoytest.Response { return upstream })
 			require.NoError(t, err)
 			var want [][2]string

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 )
 
@@ -49,7 +50,7 @@ func TestRunReloadsPolicies(t *testing.T) {
 	vol := newConfigMapVolume(t, "spa: {origins: [\"https://old.test\", \"https://x.test\"]}\n")
 	s := startServer(t, "--policies", vol.path(), "--policies-reload-interval", "20ms")
 	envoy := envoytest.New(dial(t, s.grpcAddr), envoytest.Config{AllowModeOverride: true, MessageTimeout: 5 * time.Second})
-	route := envoytest.Route{Metadata: envoytest.Metadata("cors", map[string]any{"ref": "spa"})}
+	route := envoytest.Route{Metadata: envoyfilter.Metadata("cors", map[string]any{"ref": "spa"})}
 	acao := func(origin string) string {
 		res, err := envoy.Do(context.Background(), route, envoytest.Request{Headers: envoytest.Headers{{Key: "origin", Value: origin}}}, nil)
 		require.NoError(t, err)

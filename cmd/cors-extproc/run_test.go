@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 )
 
@@ -140,7 +141,7 @@ func TestRunServes(t *testing.T) {
 	assert.Equal(t, []string{"https://app.example.com"}, res.Response.Values("access-control-allow-origin"))
 	assert.Equal(t, []string{"true"}, res.Response.Values("access-control-allow-credentials"))
 
-	res, err = envoy.Do(context.Background(), envoytest.Route{Metadata: envoytest.Metadata("cors", map[string]any{"ref": "public"})}, preflight, nil)
+	res, err = envoy.Do(context.Background(), envoytest.Route{Metadata: envoyfilter.Metadata("cors", map[string]any{"ref": "public"})}, preflight, nil)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"*"}, res.Response.Values("access-control-allow-origin"))
 
@@ -170,7 +171,7 @@ func TestRunDrainsStreamsInFlight(t *testing.T) {
 	envoy := envoytest.New(conn, envoytest.Config{AllowModeOverride: true, MessageTimeout: 5 * time.Second})
 
 	var sawNotServing, sawNotReady bool
-	route := envoytest.Route{Metadata: envoytest.Metadata("cors", map[string]any{"origins": []string{"https://app.example.com", "https://x.test"}})}
+	route := envoytest.Route{Metadata: envoyfilter.Metadata("cors", map[string]any{"origins": []string{"https://app.example.com", "https://x.test"}})}
 	stoppedAt := time.Time{}
 	res, err := envoy.Do(context.Background(), route, envoytest.Request{Headers: envoytest.Headers{{Key: "origin", Value: "https://app.example.com"}}},
 		func(envoytest.Request) envoytest.Response {
@@ -205,7 +206,7 @@ func TestRunForcedStopAtDeadline(t *testing.T) {
 	s := startServer(t, "--drain-period", "100ms", "--shutdown-grace", "600ms")
 	conn := dial(t, s.grpcAddr)
 	envoy := envoytest.New(conn, envoytest.Config{AllowModeOverride: true, MessageTimeout: 5 * time.Second})
-	route := envoytest.Route{Metadata: envoytest.Metadata("cors", map[string]any{})}
+	route := envoytest.Route{Metadata: envoyfilter.Metadata("cors", map[string]any{})}
 	_, err := envoy.Do(context.Background(), route, envoytest.Request{}, func(envoytest.Request) envoytest.Response {
 		s.stop()
 		select {
@@ -256,7 +257,7 @@ func TestRunReportOnlyWithDynamicMetadata(t *testing.T) {
 	s := startServer(t, "--report-only", "--dynamic-metadata")
 	envoy := envoytest.New(dial(t, s.grpcAddr), envoytest.Config{AllowModeOverride: true,
 		MessageTimeout: 5 * time.Second, ReceivingNamespaces: []string{"cors-extproc"}})
-	route := envoytest.Route{Metadata: envoytest.Metadata("cors", map[string]any{"origins": []string{"https://app.example.com", "https://x.test"}})}
+	route := envoytest.Route{Metadata: envoyfilter.Metadata("cors", map[string]any{"origins": []string{"https://app.example.com", "https://x.test"}})}
 	res, err := envoy.Do(context.Background(), route, preflight, nil)
 	require.NoError(t, err)
 	assert.False(t, res.Answered, "report-only: the preflight goes upstream")
@@ -274,7 +275,7 @@ func TestRunLimitFlags(t *testing.T) {
 
 	s := startServer(t, "--grpc-max-recv-msg-size", "4096", "--max-header-value-bytes", "100000")
 	envoy := envoytest.New(dial(t, s.grpcAddr), envoytest.Config{AllowModeOverride: true, MessageTimeout: 5 * time.Second})
-	route := envoytest.Route{Metadata: envoytest.Metadata("cors", map[string]any{})}
+	route := envoytest.Route{Metadata: envoyfilter.Metadata("cors", map[string]any{})}
 	_, err = envoy.Do(context.Background(), route, envoytest.Request{Headers: envoytest.Headers{{Key: "x-small", Value: strings.Repeat("a", 3000)}}}, nil)
 	require.NoError(t, err, "under the bound")
 	res, err := envoy.Do(context.Background(), route, envoytest.Request{Headers: envoytest.Headers{{Key: "x-big", Value: strings.Repeat("a", 5000)}}}, nil)

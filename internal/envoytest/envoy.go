@@ -1,5 +1,6 @@
 // Package envoytest plays Envoy's ext_proc HTTP filter against an ExternalProcessorServer, so
-// that the processor can be tested without an Envoy binary.
+// that the processor can be tested without an Envoy binary. What the filter does to the data
+// (metadata text, header mutations) is package envoyfilter, which binaries may link.
 //
 // Every behaviour follows the project's contract page, docs/envoy-extproc.md ("contract §N"
 // below names its sections). Where the page is silent the behaviour follows Envoy's source
@@ -27,6 +28,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 )
 
 // EndStyle is how Envoy ends the stream once it needs nothing more (contract §1).
@@ -43,16 +46,9 @@ const (
 // DefaultMessageTimeout is Envoy's default per-message timeout (contract §1).
 const DefaultMessageTimeout = 200 * time.Millisecond
 
-// Attribute names Envoy can be configured to send (contract §2 and §3).
-const (
-	AttrRouteMetadata       = "xds.route_metadata"
-	AttrVirtualHostMetadata = "xds.virtual_host_metadata"
-	AttrRouteName           = "xds.route_name"
-)
-
 // DefaultRequestAttributes is the request_attributes list of the deploy's ext_proc filter
 // (contract §3), plus xds.route_name so that the server can name routes in its logs.
-var DefaultRequestAttributes = []string{AttrRouteMetadata, AttrVirtualHostMetadata, AttrRouteName}
+var DefaultRequestAttributes = []string{envoyfilter.AttrRouteMetadata, envoyfilter.AttrVirtualHostMetadata, envoyfilter.AttrRouteName}
 
 // filterName is the attributes key Envoy uses (contract §2).
 const filterName = "envoy.filters.http.ext_proc"
@@ -83,7 +79,7 @@ type Config struct {
 	// Any reply is an error (contract §1).
 	ObservabilityMode bool
 	// MetadataFormat is how metadata attributes are printed (contract §3).
-	MetadataFormat MetadataFormat
+	MetadataFormat envoyfilter.MetadataFormat
 	// MessageTimeout is the per-message timeout; 0 means DefaultMessageTimeout (contract §1).
 	MessageTimeout time.Duration
 	// EndStream is how the stream is ended after the last reply (contract §1).
@@ -192,7 +188,7 @@ func New(conn grpc.ClientConnInterface, cfg Config) *Envoy {
 	}
 	for _, a := range cfg.RequestAttributes {
 		switch a {
-		case AttrRouteMetadata, AttrVirtualHostMetadata, AttrRouteName:
+		case envoyfilter.AttrRouteMetadata, envoyfilter.AttrVirtualHostMetadata, envoyfilter.AttrRouteName:
 		default:
 			panic("envoytest: request attribute not played: " + a)
 		}
@@ -423,7 +419,7 @@ func (x *exchange) request(ctx context.Context, res *Result, req Request, attrs 
 		if err := checkCommon(common); err != nil {
 			return failed(res, err)
 		}
-		fields, err := applyMutation(requestFields(req), common.GetHeaderMutation(), requestPhase)
+		fields, err := envoyfilter.ApplyMutation(requestFields(req), common.GetHeaderMutation(), envoyfilter.RequestPhase)
 		if err != nil {
 			return failed(res, fmt.Errorf("%w: request_headers reply: %w (Envoy answers 500)", ErrContract, err))
 		}
@@ -469,7 +465,7 @@ func (x *exchange) response(ctx context.Context, res *Result, resp Response) err
 		if err := checkCommon(common); err != nil {
 			return failed(res, err)
 		}
-		fields, err := applyMutation(responseFields(resp), common.GetHeaderMutation(), responsePhase)
+		fields, err := envoyfilter.ApplyMutation(responseFields(resp), common.GetHeaderMutation(), envoyfilter.ResponsePhase)
 		if err != nil {
 			return failed(res, fmt.Errorf("%w: response_headers reply: %w (Envoy answers 500)", ErrContract, err))
 		}
@@ -601,7 +597,7 @@ func immediate(res *Result, ir *extprocv3.ImmediateResponse) error {
 	if c := int(ir.GetStatus().GetCode()); c >= 200 {
 		code = c
 	}
-	fields, err := applyMutation([]Header{{":status", strconv.Itoa(code)}}, ir.GetHeaders(), immediatePhase)
+	fields, err := envoyfilter.ApplyMutation([]Header{{Key: ":status", Value: strconv.Itoa(code)}}, ir.GetHeaders(), envoyfilter.ImmediatePhase)
 	res.Response = responseFromFields(fields, len(ir.GetBody()) > 0)
 	res.LocalReplyBody = string(ir.GetBody())
 	if err != nil {
@@ -649,15 +645,15 @@ func (e *Envoy) attributes(route Route) (*structpb.Struct, error) {
 	for _, a := range e.cfg.RequestAttributes {
 		var text string
 		switch a {
-		case AttrRouteName:
+		case envoyfilter.AttrRouteName:
 			text = route.Name
-		case AttrRouteMetadata, AttrVirtualHostMetadata:
+		case envoyfilter.AttrRouteMetadata, envoyfilter.AttrVirtualHostMetadata:
 			m := route.Metadata
-			if a == AttrVirtualHostMetadata {
+			if a == envoyfilter.AttrVirtualHostMetadata {
 				m = route.VirtualHostMetadata
 			}
 			var err error
-			if text, err = MetadataText(m, e.cfg.MetadataFormat); err != nil {
+			if text, err = envoyfilter.MetadataText(m, e.cfg.MetadataFormat); err != nil {
 				return nil, err
 			}
 		}
@@ -670,7 +666,7 @@ func (e *Envoy) attributes(route Route) (*structpb.Struct, error) {
 // are configured (contract §2).
 func requestHeaders(req Request, attrs *structpb.Struct) *extprocv3.ProcessingRequest {
 	m := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
-		RequestHeaders: &extprocv3.HttpHeaders{Headers: toProto(requestFields(req)), EndOfStream: !req.Body},
+		RequestHeaders: &extprocv3.HttpHeaders{Headers: envoyfilter.HeaderMap(requestFields(req)), EndOfStream: !req.Body},
 	}}
 	if attrs != nil {
 		m.Attributes = map[string]*structpb.Struct{filterName: attrs}
@@ -680,7 +676,7 @@ func requestHeaders(req Request, attrs *structpb.Struct) *extprocv3.ProcessingRe
 
 func responseHeaders(resp Response, endOfStream bool) *extprocv3.ProcessingRequest {
 	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
-		ResponseHeaders: &extprocv3.HttpHeaders{Headers: toProto(responseFields(resp)), EndOfStream: endOfStream},
+		ResponseHeaders: &extprocv3.HttpHeaders{Headers: envoyfilter.HeaderMap(responseFields(resp)), EndOfStream: endOfStream},
 	}}
 }
 
@@ -689,8 +685,8 @@ func responseHeaders(resp Response, endOfStream bool) *extprocv3.ProcessingReque
 func requestFields(r Request) []Header {
 	fields := make([]Header, 0, 4+len(r.Headers))
 	fields = append(fields,
-		Header{":method", r.Method}, Header{":path", r.Path},
-		Header{":scheme", r.Scheme}, Header{":authority", r.Authority})
+		Header{Key: ":method", Value: r.Method}, Header{Key: ":path", Value: r.Path},
+		Header{Key: ":scheme", Value: r.Scheme}, Header{Key: ":authority", Value: r.Authority})
 	return append(fields, r.Headers...)
 }
 
@@ -715,7 +711,7 @@ func requestFromFields(fields []Header, body bool) Request {
 
 func responseFields(r Response) []Header {
 	fields := make([]Header, 0, 1+len(r.Headers))
-	fields = append(fields, Header{":status", strconv.Itoa(r.Status)})
+	fields = append(fields, Header{Key: ":status", Value: strconv.Itoa(r.Status)})
 	return append(fields, r.Headers...)
 }
 
@@ -756,7 +752,7 @@ func normalizeRequest(r Request) (Request, error) {
 		case k == "" || k[0] == ':':
 			return r, fmt.Errorf("envoytest: Request.Headers holds %q; set the Request fields for pseudo-headers", h.Key)
 		}
-		hs[i] = Header{k, h.Value}
+		hs[i] = Header{Key: k, Value: h.Value}
 	}
 	r.Headers = hs
 	return r, nil
@@ -768,7 +764,7 @@ func normalizeResponse(r Response) Response {
 	}
 	hs := make(Headers, len(r.Headers))
 	for i, h := range r.Headers {
-		hs[i] = Header{lower(h.Key), h.Value}
+		hs[i] = Header{Key: lower(h.Key), Value: h.Value}
 	}
 	r.Headers = hs
 	return r

@@ -21,6 +21,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 )
 
 // fakeServer answers each message with reply(msg); a nil reply sends nothing. It records every
@@ -139,7 +141,7 @@ func start(t *testing.T, f *fakeServer, cfg Config) *Envoy {
 func headersOf(hm *corev3.HeaderMap) Headers {
 	var hs Headers
 	for _, h := range hm.GetHeaders() {
-		hs = append(hs, Header{h.GetKey(), string(h.GetRawValue())})
+		hs = append(hs, Header{Key: h.GetKey(), Value: string(h.GetRawValue())})
 	}
 	return hs
 }
@@ -149,10 +151,10 @@ func TestContinueAll(t *testing.T) {
 	envoy := start(t, f, Config{})
 	req := Request{
 		Method: "POST", Authority: "api.example.com", Path: "/items?x=1",
-		Headers: Headers{{"Origin", "https://app.example.com"}, {"accept", "a"}, {"accept", "b"}},
+		Headers: Headers{{Key: "Origin", Value: "https://app.example.com"}, {Key: "accept", Value: "a"}, {Key: "accept", Value: "b"}},
 	}
 	upstream := func(got Request) Response {
-		return Response{Status: 201, Headers: Headers{{"Vary", "Accept"}, {"x-up", "1"}}}
+		return Response{Status: 201, Headers: Headers{{Key: "Vary", Value: "Accept"}, {Key: "x-up", Value: "1"}}}
 	}
 	res, err := envoy.Do(context.Background(), Route{Name: "items"}, req, upstream)
 	if err != nil {
@@ -161,7 +163,7 @@ func TestContinueAll(t *testing.T) {
 	if !res.UpstreamCalled || !res.ResponsePhaseSent || res.Answered || res.Messages != 2 || res.ClosedByServer {
 		t.Errorf("unexpected result %+v", res)
 	}
-	wantResp := Response{Status: 201, Headers: Headers{{"vary", "Accept"}, {"x-up", "1"}}}
+	wantResp := Response{Status: 201, Headers: Headers{{Key: "vary", Value: "Accept"}, {Key: "x-up", Value: "1"}}}
 	if !reflect.DeepEqual(res.Response, wantResp) {
 		t.Errorf("response %+v, want %+v", res.Response, wantResp)
 	}
@@ -181,8 +183,8 @@ func TestContinueAll(t *testing.T) {
 	if rh == nil || !rh.GetEndOfStream() {
 		t.Fatalf("first message %v, want request_headers with end_of_stream", first)
 	}
-	wantHeaders := Headers{{":method", "POST"}, {":path", "/items?x=1"}, {":scheme", "https"},
-		{":authority", "api.example.com"}, {"origin", "https://app.example.com"}, {"accept", "a"}, {"accept", "b"}}
+	wantHeaders := Headers{{Key: ":method", Value: "POST"}, {Key: ":path", Value: "/items?x=1"}, {Key: ":scheme", Value: "https"},
+		{Key: ":authority", Value: "api.example.com"}, {Key: "origin", Value: "https://app.example.com"}, {Key: "accept", Value: "a"}, {Key: "accept", Value: "b"}}
 	if got := headersOf(rh.GetHeaders()); !reflect.DeepEqual(got, wantHeaders) {
 		t.Errorf("request headers %v, want %v", got, wantHeaders)
 	}
@@ -200,7 +202,7 @@ func TestContinueAll(t *testing.T) {
 	if first.GetMetadataContext() == nil || first.GetObservabilityMode() {
 		t.Errorf("metadata_context %v, observability_mode %v", first.GetMetadataContext(), first.GetObservabilityMode())
 	}
-	wantResp2 := Headers{{":status", "201"}, {"vary", "Accept"}, {"x-up", "1"}}
+	wantResp2 := Headers{{Key: ":status", Value: "201"}, {Key: "vary", Value: "Accept"}, {Key: "x-up", Value: "1"}}
 	if got := headersOf(second.GetResponseHeaders().GetHeaders()); !reflect.DeepEqual(got, wantResp2) ||
 		!second.GetResponseHeaders().GetEndOfStream() {
 		t.Errorf("response_headers %v (end %v), want %v", got, second.GetResponseHeaders().GetEndOfStream(), wantResp2)
@@ -223,7 +225,7 @@ func TestBodiesClearEndOfStream(t *testing.T) {
 
 func TestRequestValidation(t *testing.T) {
 	envoy := start(t, &fakeServer{reply: continueAll}, Config{})
-	for _, hs := range []Headers{{{"host", "x"}}, {{":path", "/"}}, {{"", "x"}}} {
+	for _, hs := range []Headers{{{Key: "host", Value: "x"}}, {{Key: ":path", Value: "/"}}, {{Key: "", Value: "x"}}} {
 		if _, err := envoy.Do(context.Background(), Route{}, Request{Headers: hs}, nil); err == nil {
 			t.Errorf("request headers %v accepted", hs)
 		}
@@ -233,11 +235,11 @@ func TestRequestValidation(t *testing.T) {
 func TestAttributesAndGRPCMetadata(t *testing.T) {
 	route := Route{
 		Name:                "r1",
-		Metadata:            Metadata("cors", map[string]any{"origins": []string{"https://a.test"}, "max_age": 600}),
-		VirtualHostMetadata: Metadata("cors", map[string]any{"credentials": true}),
+		Metadata:            envoyfilter.Metadata("cors", map[string]any{"origins": []string{"https://a.test"}, "max_age": 600}),
+		VirtualHostMetadata: envoyfilter.Metadata("cors", map[string]any{"credentials": true}),
 		GRPCMetadata:        map[string]string{"x-cors-policy": `{"origins":["*"]}`},
 	}
-	for _, format := range []MetadataFormat{OneLine, MultiLine, Debug1370} {
+	for _, format := range []envoyfilter.MetadataFormat{envoyfilter.OneLine, envoyfilter.MultiLine, envoyfilter.Debug1370} {
 		t.Run(format.String(), func(t *testing.T) {
 			f := &fakeServer{reply: continueAll}
 			envoy := start(t, f, Config{MetadataFormat: format})
@@ -246,11 +248,11 @@ func TestAttributesAndGRPCMetadata(t *testing.T) {
 			}
 			st := f.only(t)
 			attrs := st.msgs[0].GetAttributes()[filterName].GetFields()
-			wantRoute, _ := MetadataText(route.Metadata, format)
-			wantVHost, _ := MetadataText(route.VirtualHostMetadata, format)
-			if attrs[AttrRouteMetadata].GetStringValue() != wantRoute ||
-				attrs[AttrVirtualHostMetadata].GetStringValue() != wantVHost ||
-				attrs[AttrRouteName].GetStringValue() != "r1" || len(attrs) != 3 {
+			wantRoute, _ := envoyfilter.MetadataText(route.Metadata, format)
+			wantVHost, _ := envoyfilter.MetadataText(route.VirtualHostMetadata, format)
+			if attrs[envoyfilter.AttrRouteMetadata].GetStringValue() != wantRoute ||
+				attrs[envoyfilter.AttrVirtualHostMetadata].GetStringValue() != wantVHost ||
+				attrs[envoyfilter.AttrRouteName].GetStringValue() != "r1" || len(attrs) != 3 {
 				t.Errorf("attributes %v", attrs)
 			}
 			if got := st.md.Get("x-cors-policy"); len(got) != 1 || got[0] != `{"origins":["*"]}` {
@@ -274,7 +276,7 @@ func TestAttributesWithoutMetadataOrRoute(t *testing.T) {
 	defer f.mu.Unlock()
 	// A matched route without metadata: every attribute present, as empty text.
 	attrs := f.streams[0].msgs[0].GetAttributes()[filterName].GetFields()
-	if len(attrs) != 3 || attrs[AttrRouteMetadata].GetStringValue() != "" || attrs[AttrRouteName] == nil {
+	if len(attrs) != 3 || attrs[envoyfilter.AttrRouteMetadata].GetStringValue() != "" || attrs[envoyfilter.AttrRouteName] == nil {
 		t.Errorf("attributes of a route without metadata: %v", attrs)
 	}
 	// No route: the Struct is there, but empty.
@@ -311,21 +313,21 @@ func TestHeaderMutations(t *testing.T) {
 	}
 	f := &fakeServer{reply: mutating(reqM, respM)}
 	envoy := start(t, f, Config{})
-	req := Request{Path: "/p", Headers: Headers{{"accept", "a"}, {"x-gone", "1"}, {"accept", "b"}, {"x-reset", "old"}}}
+	req := Request{Path: "/p", Headers: Headers{{Key: "accept", Value: "a"}, {Key: "x-gone", Value: "1"}, {Key: "accept", Value: "b"}, {Key: "x-reset", Value: "old"}}}
 	upstream := func(Request) Response {
-		return Response{Headers: Headers{{"vary", "Accept"}, {"access-control-allow-origin", "*"}}}
+		return Response{Headers: Headers{{Key: "vary", Value: "Accept"}, {Key: "access-control-allow-origin", Value: "*"}}}
 	}
 	res, err := envoy.Do(context.Background(), Route{}, req, upstream)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantReq := Request{Method: "GET", Scheme: "https", Authority: "example.com", Path: "/rewritten",
-		Headers: Headers{{"x-reset", "new"}, {"accept", "c"}, {"x-added", "1"}, {"x-empty", ""}}}
+		Headers: Headers{{Key: "x-reset", Value: "new"}, {Key: "accept", Value: "c"}, {Key: "x-added", Value: "1"}, {Key: "x-empty", Value: ""}}}
 	if !reflect.DeepEqual(res.UpstreamRequest, wantReq) {
 		t.Errorf("upstream request\n got %+v\nwant %+v", res.UpstreamRequest, wantReq)
 	}
 	// vary is an inline header in Envoy: the appended value joins the upstream's.
-	wantResp := Response{Status: 299, Headers: Headers{{"vary", "Accept,Origin"}, {"access-control-allow-origin", "https://a.test"}}}
+	wantResp := Response{Status: 299, Headers: Headers{{Key: "vary", Value: "Accept,Origin"}, {Key: "access-control-allow-origin", Value: "https://a.test"}}}
 	if !reflect.DeepEqual(res.Response, wantResp) {
 		t.Errorf("response\n got %+v\nwant %+v", res.Response, wantResp)
 	}
@@ -501,7 +503,7 @@ func TestImmediateResponse(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := Response{Status: c.want, Headers: Headers{{"access-control-allow-origin", "https://a.test"}, {"vary", "Origin"}}}
+			want := Response{Status: c.want, Headers: Headers{{Key: "access-control-allow-origin", Value: "https://a.test"}, {Key: "vary", Value: "Origin"}}}
 			if !reflect.DeepEqual(res.Response, want) || !res.Answered || called || res.UpstreamCalled ||
 				res.ResponsePhaseSent || res.Messages != 1 {
 				t.Errorf("result %+v, upstream called %v", res, called)
@@ -518,7 +520,7 @@ func TestObservabilityMode(t *testing.T) {
 		f := &fakeServer{reply: func(*extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse { return nil }}
 		envoy := start(t, f, Config{ObservabilityMode: true, EndStream: Reset})
 		res, err := envoy.Do(context.Background(), Route{}, Request{},
-			func(Request) Response { return Response{Status: 202, Headers: Headers{{"x", "y"}}} })
+			func(Request) Response { return Response{Status: 202, Headers: Headers{{Key: "x", Value: "y"}}} })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -619,11 +621,11 @@ func TestLocalReply(t *testing.T) {
 		SetHeaders: []*corev3.HeaderValueOption{set("x-seen", "1", nil)},
 	})}
 	envoy := start(t, f, Config{})
-	res, err := envoy.LocalReply(context.Background(), Route{Name: "r"}, Response{Status: 503, Headers: Headers{{"x-a", "b"}}})
+	res, err := envoy.LocalReply(context.Background(), Route{Name: "r"}, Response{Status: 503, Headers: Headers{{Key: "x-a", Value: "b"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Response{Status: 503, Headers: Headers{{"x-a", "b"}, {"x-seen", "1"}}}
+	want := Response{Status: 503, Headers: Headers{{Key: "x-a", Value: "b"}, {Key: "x-seen", Value: "1"}}}
 	if !reflect.DeepEqual(res.Response, want) || res.Messages != 1 || res.UpstreamCalled || !res.ResponsePhaseSent {
 		t.Errorf("result %+v", res)
 	}
@@ -672,10 +674,10 @@ func TestConcurrentDo(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			id := fmt.Sprint(i)
-			res, err := envoy.Do(context.Background(), Route{Name: id}, Request{Headers: Headers{{"x-id", id}}},
+			res, err := envoy.Do(context.Background(), Route{Name: id}, Request{Headers: Headers{{Key: "x-id", Value: id}}},
 				func(r Request) Response {
 					v, _ := r.Get("x-echo")
-					return Response{Headers: Headers{{"x-echo", v}}}
+					return Response{Headers: Headers{{Key: "x-echo", Value: v}}}
 				})
 			if err != nil {
 				errs <- err
@@ -723,7 +725,9 @@ func TestRequestAttributesConfig(t *testing.T) {
 // Dynamic metadata in replies reaches the request's metadata only for receiving namespaces, as
 // structs, merged field by field across replies.
 func TestDynamicMetadata(t *testing.T) {
-	st := func(fields map[string]any) *structpb.Value { return structpb.NewStructValue(Struct(fields)) }
+	st := func(fields map[string]any) *structpb.Value {
+		return structpb.NewStructValue(envoyfilter.Struct(fields))
+	}
 	f := &fakeServer{reply: func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
 		r := continueAll(m)
 		if m.GetRequestHeaders() != nil {
@@ -744,7 +748,7 @@ func TestDynamicMetadata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]*structpb.Struct{"cors-extproc": Struct(map[string]any{
+	want := map[string]*structpb.Struct{"cors-extproc": envoyfilter.Struct(map[string]any{
 		"decision": "actual", "origin": "rejected", "phase": "response"})}
 	if len(res.DynamicMetadata) != 1 || !proto.Equal(res.DynamicMetadata["cors-extproc"], want["cors-extproc"]) {
 		t.Fatalf("dynamic metadata %v, want %v", res.DynamicMetadata, want)

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 	"github.com/cors-extproc/cors-extproc/internal/kongimport"
 	"github.com/cors-extproc/cors-extproc/internal/policy"
@@ -113,7 +114,7 @@ func TestRoundTripBehavesLikeKong(t *testing.T) {
 		t.Run(c.file+" "+c.route+" "+c.method, func(t *testing.T) {
 			name := routes[c.file][c.route]
 			require.NotEmpty(t, name, "route %s has a policy", c.route)
-			route := envoytest.Route{Name: c.route, Metadata: envoytest.Metadata("cors", map[string]any{"ref": name})}
+			route := envoytest.Route{Name: c.route, Metadata: envoyfilter.Metadata("cors", map[string]any{"ref": name})}
 			req := envoytest.Request{Method: c.method}
 			for _, h := range c.headers {
 				req.Headers = append(req.Headers, envoytest.Header{Key: h[0], Value: h[1]})

@@ -38,7 +38,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cors-extproc/cors-extproc/internal/envoytest"
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/policy"
 )
 
@@ -121,7 +121,7 @@ func benchShapes(tb testing.TB) []benchShape {
 // as one-line text among the request attributes.
 func requestHeadersMessage(tb testing.TB, method string, policyFields map[string]any, headers [][2]string) rawMessage {
 	tb.Helper()
-	text, err := envoytest.MetadataText(envoytest.Metadata("cors", policyFields), envoytest.OneLine)
+	text, err := envoyfilter.MetadataText(envoyfilter.Metadata("cors", policyFields), envoyfilter.OneLine)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -473,7 +473,7 @@ func routeAttributes(tb testing.TB, n int) []*structpb.Struct {
 	for i := range attrs {
 		fields := map[string]any{"credentials": true, "max_age": 600,
 			"origins": []string{fmt.Sprintf("https://app%d.example.com", i), "https://admin.example.com"}}
-		text, err := envoytest.MetadataText(envoytest.Metadata("cors", fields), envoytest.OneLine)
+		text, err := envoyfilter.MetadataText(envoyfilter.Metadata("cors", fields), envoyfilter.OneLine)
 		if err != nil {
 			tb.Fatal(err)
 		}

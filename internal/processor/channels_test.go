@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 	"github.com/cors-extproc/cors-extproc/internal/policy"
 )
@@ -22,7 +23,7 @@ type policyChannel struct {
 	// asDefault makes "p" the server's default policy.
 	asDefault bool
 	// format is how Envoy prints the metadata text.
-	format envoytest.MetadataFormat
+	format envoyfilter.MetadataFormat
 }
 
 const namedPolicy = "p"
@@ -53,25 +54,25 @@ var policyChannels = func() []policyChannel {
 			return envoytest.Route{Name: "r", GRPCMetadata: map[string]string{"x-cors-policy": `{"ref":"p"}`}}
 		}},
 		{name: "default-policy", named: true, asDefault: true, route: func(_ *testing.T, _ string) envoytest.Route {
-			return envoytest.Route{Name: "r", Metadata: envoytest.Metadata("other-filter", map[string]any{"x": 1})}
+			return envoytest.Route{Name: "r", Metadata: envoyfilter.Metadata("other-filter", map[string]any{"x": 1})}
 		}},
 	}
-	for _, f := range []envoytest.MetadataFormat{envoytest.OneLine, envoytest.MultiLine, envoytest.Debug1370} {
+	for _, f := range []envoyfilter.MetadataFormat{envoyfilter.OneLine, envoyfilter.MultiLine, envoyfilter.Debug1370} {
 		chans = append(chans,
 			policyChannel{name: "route-metadata/" + f.String(), format: f, route: func(t *testing.T, p string) envoytest.Route {
-				return envoytest.Route{Name: "r", Metadata: envoytest.Metadata("cors", decodeJSON(t, p))}
+				return envoytest.Route{Name: "r", Metadata: envoyfilter.Metadata("cors", decodeJSON(t, p))}
 			}},
 			policyChannel{name: "route-ref/" + f.String(), format: f, named: true, route: func(_ *testing.T, _ string) envoytest.Route {
-				return envoytest.Route{Name: "r", Metadata: envoytest.Metadata("cors", map[string]any{"ref": namedPolicy})}
+				return envoytest.Route{Name: "r", Metadata: envoyfilter.Metadata("cors", map[string]any{"ref": namedPolicy})}
 			}},
 			policyChannel{name: "route-envoy-gateway/" + f.String(), format: f, named: true, route: func(_ *testing.T, _ string) envoytest.Route {
-				return envoytest.Route{Name: "r", Metadata: envoytest.Metadata("envoy-gateway", envoyGatewayMetadata(namedPolicy))}
+				return envoytest.Route{Name: "r", Metadata: envoyfilter.Metadata("envoy-gateway", envoyGatewayMetadata(namedPolicy))}
 			}},
 			policyChannel{name: "virtual-host-metadata/" + f.String(), format: f, route: func(t *testing.T, p string) envoytest.Route {
-				return envoytest.Route{Name: "r", VirtualHostMetadata: envoytest.Metadata("cors", decodeJSON(t, p))}
+				return envoytest.Route{Name: "r", VirtualHostMetadata: envoyfilter.Metadata("cors", decodeJSON(t, p))}
 			}},
 			policyChannel{name: "virtual-host-envoy-gateway/" + f.String(), format: f, named: true, route: func(_ *testing.T, _ string) envoytest.Route {
-				return envoytest.Route{Name: "r", VirtualHostMetadata: envoytest.Metadata("envoy-gateway", envoyGatewayMetadata(namedPolicy))}
+				return envoytest.Route{Name: "r", VirtualHostMetadata: envoyfilter.Metadata("envoy-gateway", envoyGatewayMetadata(namedPolicy))}
 			}},
 		)
 	}

@@ -21,7 +21,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/cors-extproc/cors-extproc/internal/envoytest"
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/policy"
 )
 
@@ -197,7 +197,7 @@ var fuzzPolicies = []map[string]any{
 var fuzzTexts = func() []string {
 	var mds []*corev3.Metadata
 	for _, p := range fuzzPolicies {
-		mds = append(mds, envoytest.Metadata("cors", p))
+		mds = append(mds, envoyfilter.Metadata("cors", p))
 	}
 	gateway := func(name string) map[string]any {
 		return map[string]any{"resources": []any{
@@ -206,15 +206,15 @@ var fuzzTexts = func() []string {
 		}}
 	}
 	mds = append(mds,
-		envoytest.Metadata("envoy-gateway", gateway("strict")),
-		envoytest.Metadata("envoy-gateway", gateway("missing")),
-		envoytest.MetadataNamespaces(map[string]map[string]any{"cors": fuzzPolicies[1], "envoy-gateway": gateway("strict")}),
-		envoytest.Metadata("other", fuzzPolicies[0]),
+		envoyfilter.Metadata("envoy-gateway", gateway("strict")),
+		envoyfilter.Metadata("envoy-gateway", gateway("missing")),
+		envoyfilter.MetadataNamespaces(map[string]map[string]any{"cors": fuzzPolicies[1], "envoy-gateway": gateway("strict")}),
+		envoyfilter.Metadata("other", fuzzPolicies[0]),
 	)
 	var texts []string
-	for _, f := range []envoytest.MetadataFormat{envoytest.OneLine, envoytest.MultiLine, envoytest.Debug1370} {
+	for _, f := range []envoyfilter.MetadataFormat{envoyfilter.OneLine, envoyfilter.MultiLine, envoyfilter.Debug1370} {
 		for _, md := range mds {
-			text, err := envoytest.MetadataText(md, f)
+			text, err := envoyfilter.MetadataText(md, f)
 			if err != nil {
 				panic(err)
 			}
@@ -538,7 +538,7 @@ func (r *fuzzRun) message(op, variant byte) (*extprocv3.ProcessingRequest, strin
 		m.ProtocolConfig = &extprocv3.ProtocolConfiguration{SendBodyWithoutWaitingForHeaderResponse: true}
 	}
 	if variant&fuzzVMetadata != 0 {
-		m.MetadataContext = envoytest.Metadata("cors", fuzzPolicies[1])
+		m.MetadataContext = envoyfilter.Metadata("cors", fuzzPolicies[1])
 	}
 	m.Attributes = r.attributes(variant)
 	want := kindOf(op)
@@ -594,7 +594,7 @@ func (r *fuzzRun) attributes(variant byte) map[string]*structpb.Struct {
 		case fuzzGarbageNotString:
 			fields[attrRouteMetadata] = [...]*structpb.Value{
 				structpb.NewNumberValue(600), structpb.NewBoolValue(true), structpb.NewNullValue(),
-				structpb.NewStructValue(envoytest.Struct(fuzzPolicies[0])), structpb.NewListValue(&structpb.ListValue{}),
+				structpb.NewStructValue(envoyfilter.Struct(fuzzPolicies[0])), structpb.NewListValue(&structpb.ListValue{}),
 			}[r.in.byte()%5]
 		case fuzzGarbageOtherKey:
 			attrs["envoy.filters.http.other"] = &structpb.Struct{Fields: map[string]*structpb.Value{

@@ -17,6 +17,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 	"github.com/cors-extproc/cors-extproc/internal/policy"
 )
@@ -44,7 +45,7 @@ func newEnvoy(t *testing.T, opts Options, cfg envoytest.Config) (*envoytest.Envo
 }
 
 func corsRoute(fields map[string]any) envoytest.Route {
-	return envoytest.Route{Name: "api", Metadata: envoytest.Metadata("cors", fields)}
+	return envoytest.Route{Name: "api", Metadata: envoyfilter.Metadata("cors", fields)}
 }
 
 var (
@@ -71,19 +72,19 @@ fallback: {origins: ["https://default.test", "https://x.test"]}
 		origin string // the only one of the candidates the winning policy allows
 	}{
 		{"grpc metadata beats route metadata", envoytest.Route{GRPCMetadata: grpcMeta,
-			Metadata: envoytest.Metadata("cors", route("https://route.test"))}, "https://grpc.test"},
+			Metadata: envoyfilter.Metadata("cors", route("https://route.test"))}, "https://grpc.test"},
 		{"route namespace beats route Envoy Gateway annotation", envoytest.Route{
-			Metadata: envoytest.MetadataNamespaces(map[string]map[string]any{
+			Metadata: envoyfilter.MetadataNamespaces(map[string]map[string]any{
 				"cors": route("https://route.test"), "envoy-gateway": envoyGatewayMetadata("gateway")})}, "https://route.test"},
-		{"route beats virtual host", envoytest.Route{Metadata: envoytest.Metadata("cors", route("https://route.test")),
-			VirtualHostMetadata: envoytest.Metadata("cors", route("https://vhost.test"))}, "https://route.test"},
+		{"route beats virtual host", envoytest.Route{Metadata: envoyfilter.Metadata("cors", route("https://route.test")),
+			VirtualHostMetadata: envoyfilter.Metadata("cors", route("https://vhost.test"))}, "https://route.test"},
 		{"route Envoy Gateway annotation beats virtual host", envoytest.Route{
-			Metadata:            envoytest.Metadata("envoy-gateway", envoyGatewayMetadata("gateway")),
-			VirtualHostMetadata: envoytest.Metadata("cors", route("https://vhost.test"))}, "https://gateway.test"},
+			Metadata:            envoyfilter.Metadata("envoy-gateway", envoyGatewayMetadata("gateway")),
+			VirtualHostMetadata: envoyfilter.Metadata("cors", route("https://vhost.test"))}, "https://gateway.test"},
 		{"virtual host beats default", envoytest.Route{
-			VirtualHostMetadata: envoytest.Metadata("cors", route("https://vhost.test"))}, "https://vhost.test"},
+			VirtualHostMetadata: envoyfilter.Metadata("cors", route("https://vhost.test"))}, "https://vhost.test"},
 		{"default when nothing names a policy", envoytest.Route{
-			Metadata: envoytest.Metadata("other", route("https://route.test"))}, "https://default.test"},
+			Metadata: envoyfilter.Metadata("other", route("https://route.test"))}, "https://default.test"},
 	}
 	candidates := []string{"https://grpc.test", "https://route.test", "https://gateway.test", "https://vhost.test", "https://default.test"}
 	for _, tc := range cases {
@@ -109,7 +110,7 @@ func TestNoPolicyIsNotCORS(t *testing.T) {
 		t.Run(fmt.Sprintf("allow_mode_override=%v", allow), func(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			envoy, srv := newEnvoy(t, Options{Registerer: reg}, envoytest.Config{AllowModeOverride: allow})
-			for _, route := range []envoytest.Route{{}, {Unmatched: true}, {Metadata: envoytest.Metadata("other", map[string]any{"a": 1})}} {
+			for _, route := range []envoytest.Route{{}, {Unmatched: true}, {Metadata: envoyfilter.Metadata("other", map[string]any{"a": 1})}} {
 				res, err := envoy.Do(testCtx(t), route, preflightApp, func(envoytest.Request) envoytest.Response {
 					return envoytest.Response{Status: 200, Headers: envoytest.Headers{{Key: "access-control-allow-origin", Value: "*"}}}
 				})
@@ -185,7 +186,7 @@ func TestUnusablePolicyIsolatedAndLoggedOnce(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	envoy, srv := newEnvoy(t, Options{Registerer: reg, Logger: slog.New(slog.NewJSONHandler(&logs, nil))},
 		envoytest.Config{AllowModeOverride: true})
-	broken := envoytest.Route{Name: "broken-route", Metadata: envoytest.Metadata("cors",
+	broken := envoytest.Route{Name: "broken-route", Metadata: envoyfilter.Metadata("cors",
 		map[string]any{"origins": []string{"https://(bad"}, "max_age": -5})}
 	good := corsRoute(appOnly)
 
@@ -329,7 +330,7 @@ func TestSetPolicies(t *testing.T) {
 	}
 	envoy, srv := newEnvoy(t, Options{Policies: parse(`p: {origins: ["https://old.test", "https://x.test"]}`), DefaultPolicy: "p"},
 		envoytest.Config{AllowModeOverride: true})
-	route := envoytest.Route{Metadata: envoytest.Metadata("cors", map[string]any{"ref": "p"})}
+	route := envoytest.Route{Metadata: envoyfilter.Metadata("cors", map[string]any{"ref": "p"})}
 	granted := func(origin string) bool {
 		res, err := envoy.Do(testCtx(t), route, envoytest.Request{Headers: envoytest.Headers{{Key: "origin", Value: origin}}}, nil)
 		require.NoError(t, err)
@@ -383,7 +384,7 @@ func TestDynamicMetadata(t *testing.T) {
 	require.NoError(t, err)
 	envoy, _ := newEnvoy(t, Options{Policies: named, DynamicMetadataNamespace: "cors-extproc"},
 		envoytest.Config{AllowModeOverride: true, ReceivingNamespaces: []string{"cors-extproc"}})
-	ref := envoytest.Route{Metadata: envoytest.Metadata("cors", map[string]any{"ref": "spa"})}
+	ref := envoytest.Route{Metadata: envoyfilter.Metadata("cors", map[string]any{"ref": "spa"})}
 	inline := corsRoute(map[string]any{"origins": []string{"https://*.example.com", "https://x.test"}, "report_only": true})
 	broken := corsRoute(map[string]any{"origins": "https://x.test"})
 	for _, tc := range []struct {

@@ -1,4 +1,4 @@
-package envoytest
+package envoyfilter
 
 import (
 	"strings"

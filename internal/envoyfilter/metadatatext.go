@@ -1,4 +1,4 @@
-package envoytest
+package envoyfilter
 
 import (
 	"errors"
@@ -11,6 +11,13 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Attribute names Envoy can be configured to send (contract §2 and §3).
+const (
+	AttrRouteMetadata       = "xds.route_metadata"
+	AttrVirtualHostMetadata = "xds.virtual_host_metadata"
+	AttrRouteName           = "xds.route_name"
 )
 
 // MetadataFormat is how Envoy prints route and virtual-host metadata into the
@@ -48,7 +55,7 @@ const debugMarker = "goo.gle/debugonly"
 // typed_filter_metadata is not played: it is an error.
 func MetadataText(m *corev3.Metadata, f MetadataFormat) (string, error) {
 	if len(m.GetTypedFilterMetadata()) > 0 {
-		return "", errors.New("envoytest: typed_filter_metadata is not printed by this client")
+		return "", errors.New("envoyfilter: typed_filter_metadata is not printed by this client")
 	}
 	p := printer{sep: ": "}
 	switch f {
@@ -58,7 +65,7 @@ func MetadataText(m *corev3.Metadata, f MetadataFormat) (string, error) {
 	case Debug1370:
 		p.sep = ":  "
 	default:
-		return "", fmt.Errorf("envoytest: unknown metadata format %v", f)
+		return "", fmt.Errorf("envoyfilter: unknown metadata format %v", f)
 	}
 	for _, ns := range sortedKeys(m.GetFilterMetadata()) {
 		p.open("filter_metadata")
@@ -241,7 +248,7 @@ func trimZeros(s string) string {
 
 // Metadata builds route or virtual-host metadata with one filter_metadata namespace, e.g.
 //
-//	envoytest.Metadata("cors", map[string]any{"origins": []string{"https://app.example.com"}, "max_age": 600})
+//	envoyfilter.Metadata("cors", map[string]any{"origins": []string{"https://app.example.com"}, "max_age": 600})
 //
 // Values may be nil, bool, string, any Go integer or float (stored as a double, as Envoy does),
 // []string, []any, map[string]any, *structpb.Value or *structpb.Struct. It panics on anything
@@ -304,5 +311,5 @@ func value(v any) *structpb.Value {
 	case reflect.Float32, reflect.Float64:
 		return structpb.NewNumberValue(rv.Float())
 	}
-	panic(fmt.Sprintf("envoytest: cannot put a %T into metadata", v))
+	panic(fmt.Sprintf("envoyfilter: cannot put a %T into metadata", v))
 }
