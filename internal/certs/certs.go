@@ -9,19 +9,17 @@ package certs
 
 import (
 	"context"
-	"crypto"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/cors-extproc/cors-extproc/internal/reload"
 )
 
 // Files names the PEM files of a TLS listener.
@@ -44,20 +42,16 @@ type Reloader struct {
 	// stay broken. It runs on Run's goroutine: count, don't block.
 	OnReload func(err error)
 
-	files Files
-	log   *slog.Logger
-	cur   atomic.Pointer[material]
-
-	// Run's own state, never shared.
-	badSum  [sha256.Size]byte // content of the files last refused
-	lastErr string            // the error last reported; "" after a successful load
+	files  Files
+	log    *slog.Logger
+	cur    atomic.Pointer[material]
+	poller *reload.Poller
 }
 
 // material is one consistent set of certificate, key and client CA pool, never modified once
 // built: handshakes read it without locks.
 type material struct {
-	sum    [sha256.Size]byte // of the files' content, to see whether they changed
-	config *tls.Config       // what a handshake uses
+	config *tls.Config // what a handshake uses
 	leaf   *x509.Certificate
 }
 
@@ -77,6 +71,7 @@ func New(f Files, log *slog.Logger) (*Reloader, error) {
 		return nil, err
 	}
 	r.cur.Store(m)
+	r.poller = reload.New(contents, r.read, r.apply, r.fail)
 	log.Info("tls certificate loaded", m.logAttrs(f)...)
 	return r, nil
 }
@@ -96,85 +91,51 @@ func (r *Reloader) ServerConfig() *tls.Config {
 
 // Run re-reads the files every interval (which must be positive) until ctx ends. New content
 // that loads is swapped in at once for new handshakes; content that fails to load is logged and
-// reported to OnReload once, and the previous material stays in use.
+// reported to OnReload once, and the previous material stays in use (package reload).
 //
-// Run compares the files' content rather than watching paths: a Kubernetes Secret volume
-// replaces its files by switching a "..data" symlink, which a watch on the file paths misses.
-// That switch changes all three files at once; a writer that rewrites them one at a time may
-// have a half-written set read and reported as a failure, which the next poll then corrects.
+// A Kubernetes Secret volume changes all three files at once; a writer that rewrites them one
+// at a time may have a half-written set read and reported as a failure, which the next poll
+// then corrects.
 func (r *Reloader) Run(ctx context.Context, interval time.Duration) {
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-			r.poll()
-		}
-	}
+	r.poller.Run(ctx, interval)
 }
 
-// poll reloads the files if their content changed since the last load or refusal.
-func (r *Reloader) poll() {
-	contents, err := r.read()
-	if err != nil {
-		r.fail(err)
-		return
-	}
-	sum := checksum(contents)
-	if sum == r.cur.Load().sum {
-		// Back to the loaded material (a broken rotation undone): a later failure, even the
-		// same one, is news again.
-		r.badSum = [sha256.Size]byte{}
-		r.lastErr = ""
-		return
-	}
-	if sum == r.badSum {
-		return
-	}
+// apply swaps in new content of the files if it loads.
+func (r *Reloader) apply(contents [][]byte) error {
 	m, err := r.load(contents)
 	if err != nil {
-		r.badSum = sum
-		r.fail(err)
-		return
+		return err
 	}
 	r.cur.Store(m)
-	r.badSum = [sha256.Size]byte{}
-	r.lastErr = ""
 	r.log.Info("tls certificate reloaded", m.logAttrs(r.files)...)
 	if r.OnReload != nil {
 		r.OnReload(nil)
 	}
+	return nil
 }
 
-// fail logs and reports a failed reload, once per distinct error.
+// fail logs and reports a failed reload; package reload calls it once per failure.
 func (r *Reloader) fail(err error) {
-	if err.Error() == r.lastErr {
-		return
-	}
-	r.lastErr = err.Error()
 	r.log.Error("tls certificate reload failed; keeping the previous certificate", "error", err)
 	if r.OnReload != nil {
 		r.OnReload(err)
 	}
 }
 
-// contents are the bytes of the certificate, key and client CA files (nil without a CA file).
-type contents struct{ cert, key, ca []byte }
-
-func (r *Reloader) read() (contents, error) {
-	var c contents
+// read returns the content of the certificate, key and client CA files, in that order (the
+// last one nil without a CA file).
+func (r *Reloader) read() ([][]byte, error) {
+	c := make([][]byte, 3)
 	var err error
-	if c.cert, err = readFile("certificate", r.files.Cert); err != nil {
-		return c, err
+	if c[0], err = readFile("certificate", r.files.Cert); err != nil {
+		return nil, err
 	}
-	if c.key, err = readFile("key", r.files.Key); err != nil {
-		return c, err
+	if c[1], err = readFile("key", r.files.Key); err != nil {
+		return nil, err
 	}
 	if r.files.ClientCA != "" {
-		if c.ca, err = readFile("client CA", r.files.ClientCA); err != nil {
-			return c, err
+		if c[2], err = readFile("client CA", r.files.ClientCA); err != nil {
+			return nil, err
 		}
 	}
 	return c, nil
@@ -192,116 +153,33 @@ func readFile(what, name string) ([]byte, error) {
 	return b, nil
 }
 
-// checksum identifies the three files' content together; the lengths keep bytes moved from
-// one file to the next from giving the same sum.
-func checksum(c contents) [sha256.Size]byte {
-	h := sha256.New()
-	for _, b := range [][]byte{c.cert, c.key, c.ca} {
-		fmt.Fprintf(h, "%d:", len(b))
-		h.Write(b)
-	}
-	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
-	return sum
-}
-
-// load parses and checks the files' content: the certificate chain, a key that is the
-// certificate's, and a client CA file holding certificates. Nothing is swapped in unless all
-// of it loads, so a certificate never goes out with another certificate's key.
-func (r *Reloader) load(c contents) (*material, error) {
+// load parses and checks the files' content with the standard library: tls.X509KeyPair reads
+// the certificate chain and the key (PKCS #8, PKCS #1 or SEC 1) and checks that the key is the
+// certificate's; CertPool.AppendCertsFromPEM reads the client CA file. Nothing is swapped in
+// unless all of it loads, so a certificate never goes out with another certificate's key.
+func (r *Reloader) load(contents [][]byte) (*material, error) {
 	f := r.files
-	certDER, err := pemBlocks("certificate", f.Cert, c.cert, "CERTIFICATE")
+	pair, err := tls.X509KeyPair(contents[0], contents[1])
 	if err != nil {
-		return nil, err
-	}
-	leaf, err := x509.ParseCertificate(certDER[0])
-	if err != nil {
-		return nil, fmt.Errorf("tls certificate %s: %w", f.Cert, err)
-	}
-	keyDER, err := pemBlocks("key", f.Key, c.key, "PRIVATE KEY")
-	if err != nil {
-		return nil, err
-	}
-	key, err := parseKey(keyDER[0])
-	if err != nil {
-		return nil, fmt.Errorf("tls key %s: %w", f.Key, err)
-	}
-	pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !pub.Equal(key.Public()) {
-		return nil, fmt.Errorf("tls key %s does not match the certificate %s", f.Key, f.Cert)
+		return nil, fmt.Errorf("tls certificate %s and key %s: %w", f.Cert, f.Key, err)
 	}
 	config := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		NextProtos:   []string{"h2"},
-		Certificates: []tls.Certificate{{Certificate: certDER, PrivateKey: key, Leaf: leaf}},
+		Certificates: []tls.Certificate{pair},
 		// A resumed session skips the client certificate check; Envoy keeps its connections
 		// for long, so verifying every handshake against the current CA costs little.
 		SessionTicketsDisabled: true,
 	}
 	if f.ClientCA != "" {
-		caDER, err := pemBlocks("client CA", f.ClientCA, c.ca, "CERTIFICATE")
-		if err != nil {
-			return nil, err
-		}
 		pool := x509.NewCertPool()
-		for _, der := range caDER {
-			ca, err := x509.ParseCertificate(der)
-			if err != nil {
-				return nil, fmt.Errorf("tls client CA %s: %w", f.ClientCA, err)
-			}
-			pool.AddCert(ca)
+		if !pool.AppendCertsFromPEM(contents[2]) {
+			return nil, fmt.Errorf("tls client CA %s: no certificate (want PEM CERTIFICATE blocks)", f.ClientCA)
 		}
 		config.ClientCAs = pool
 		config.ClientAuth = tls.RequireAndVerifyClientCert
 	}
-	return &material{sum: checksum(c), config: config, leaf: leaf}, nil
-}
-
-// pemBlocks returns the DER bytes of the PEM blocks whose type ends in suffix ("CERTIFICATE";
-// "PRIVATE KEY" also matches "EC PRIVATE KEY" and "RSA PRIVATE KEY"), in file order.
-func pemBlocks(what, name string, data []byte, suffix string) ([][]byte, error) {
-	var ders [][]byte
-	var others []string
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if strings.HasSuffix(block.Type, suffix) {
-			ders = append(ders, block.Bytes)
-		} else {
-			others = append(others, block.Type)
-		}
-	}
-	switch {
-	case len(ders) > 0:
-		return ders, nil
-	case len(others) == 0:
-		return nil, fmt.Errorf("tls %s %s: no PEM block", what, name)
-	case suffix == "CERTIFICATE":
-		return nil, fmt.Errorf("tls %s %s: no certificate (PEM blocks: %s)", what, name, strings.Join(others, ", "))
-	default:
-		return nil, fmt.Errorf("tls %s %s: no private key (PEM blocks: %s)", what, name, strings.Join(others, ", "))
-	}
-}
-
-// parseKey reads the key encodings crypto/tls accepts.
-func parseKey(der []byte) (crypto.Signer, error) {
-	var key any
-	var err error
-	if key, err = x509.ParsePKCS8PrivateKey(der); err != nil {
-		if key, err = x509.ParsePKCS1PrivateKey(der); err != nil {
-			if key, err = x509.ParseECPrivateKey(der); err != nil {
-				return nil, errors.New("unparsable private key (want PKCS #8, PKCS #1 or SEC 1)")
-			}
-		}
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("unsupported private key type %T", key)
-	}
-	return signer, nil
+	return &material{config: config, leaf: pair.Leaf}, nil
 }
 
 // logAttrs describe the loaded certificate: enough to tell, in the log, which one is served

@@ -461,7 +461,7 @@ func TestBrokenRotation(t *testing.T) {
 	mismatched["tls.key"] = first.keyP
 	dir.update(t, mismatched)
 	err := waitReload(t, reloads)
-	want := "tls key " + dir.path("tls.key") + " does not match the certificate " + dir.path("tls.crt")
+	want := "tls certificate " + dir.path("tls.crt") + " and key " + dir.path("tls.key") + ": tls: private key does not match public key"
 	if err == nil || err.Error() != want {
 		t.Fatalf("OnReload(%v), want %q", err, want)
 	}
@@ -475,7 +475,7 @@ func TestBrokenRotation(t *testing.T) {
 	broken := secretFiles(second, authority)
 	broken["tls.key"] = []byte("not a key\n")
 	dir.update(t, broken)
-	want = "tls key " + dir.path("tls.key") + ": no PEM block"
+	want = "tls certificate " + dir.path("tls.crt") + " and key " + dir.path("tls.key") + ": tls: failed to find any PEM data in key input"
 	if err := waitReload(t, reloads); err == nil || err.Error() != want {
 		t.Fatalf("OnReload(%v), want %q", err, want)
 	}
@@ -511,7 +511,7 @@ func TestBrokenRotationUndone(t *testing.T) {
 
 	broken := secretFiles(first, nil)
 	broken["tls.crt"] = nil
-	want := "tls certificate " + dir.path("tls.crt") + ": no PEM block"
+	want := "tls certificate " + dir.path("tls.crt") + " and key " + dir.path("tls.key") + ": tls: failed to find any PEM data in certificate input"
 	for range 2 {
 		dir.update(t, broken)
 		if err := waitReload(t, reloads); err == nil || err.Error() != want {
@@ -586,6 +586,8 @@ func TestNewErrors(t *testing.T) {
 		}
 	}
 	p := func(name string) string { return filepath.Join(dir, name) }
+	// pair is the start of an error of tls.X509KeyPair, which reads both files.
+	pair := func(cert, key string) string { return "tls certificate " + p(cert) + " and key " + p(key) + ": " }
 
 	for _, tc := range []struct {
 		files certs.Files
@@ -595,19 +597,19 @@ func TestNewErrors(t *testing.T) {
 		{certs.Files{Cert: p("cert.pem")}, "tls: a certificate file and a key file are both required"},
 		{certs.Files{Cert: p("missing.pem"), Key: p("key.pem")}, "tls certificate " + p("missing.pem") + ": unreadable: no such file or directory"},
 		{certs.Files{Cert: dir, Key: p("key.pem")}, "tls certificate " + dir + ": unreadable: is a directory"},
-		{certs.Files{Cert: p("empty.pem"), Key: p("key.pem")}, "tls certificate " + p("empty.pem") + ": no PEM block"},
-		{certs.Files{Cert: p("text.pem"), Key: p("key.pem")}, "tls certificate " + p("text.pem") + ": no PEM block"},
-		{certs.Files{Cert: p("key.pem"), Key: p("key.pem")}, "tls certificate " + p("key.pem") + ": no certificate (PEM blocks: PRIVATE KEY)"},
-		{certs.Files{Cert: p("junk-cert.pem"), Key: p("key.pem")}, "tls certificate " + p("junk-cert.pem") + ": x509: malformed certificate"},
+		{certs.Files{Cert: p("empty.pem"), Key: p("key.pem")}, pair("empty.pem", "key.pem") + "tls: failed to find any PEM data in certificate input"},
+		{certs.Files{Cert: p("text.pem"), Key: p("key.pem")}, pair("text.pem", "key.pem") + "tls: failed to find any PEM data in certificate input"},
+		{certs.Files{Cert: p("key.pem"), Key: p("key.pem")}, pair("key.pem", "key.pem") + "tls: failed to find certificate PEM data in certificate input, but did find a private key; PEM inputs may have been switched"},
+		{certs.Files{Cert: p("junk-cert.pem"), Key: p("key.pem")}, pair("junk-cert.pem", "key.pem") + "x509: malformed certificate"},
 		{certs.Files{Cert: p("cert.pem"), Key: p("missing.pem")}, "tls key " + p("missing.pem") + ": unreadable: no such file or directory"},
-		{certs.Files{Cert: p("cert.pem"), Key: p("empty.pem")}, "tls key " + p("empty.pem") + ": no PEM block"},
-		{certs.Files{Cert: p("cert.pem"), Key: p("cert.pem")}, "tls key " + p("cert.pem") + ": no private key (PEM blocks: CERTIFICATE)"},
-		{certs.Files{Cert: p("cert.pem"), Key: p("junk-key.pem")}, "tls key " + p("junk-key.pem") + ": unparsable private key (want PKCS #8, PKCS #1 or SEC 1)"},
-		{certs.Files{Cert: p("cert.pem"), Key: p("other-key.pem")}, "tls key " + p("other-key.pem") + " does not match the certificate " + p("cert.pem")},
+		{certs.Files{Cert: p("cert.pem"), Key: p("empty.pem")}, pair("cert.pem", "empty.pem") + "tls: failed to find any PEM data in key input"},
+		{certs.Files{Cert: p("cert.pem"), Key: p("cert.pem")}, pair("cert.pem", "cert.pem") + "tls: found a certificate rather than a key in the PEM for the private key"},
+		{certs.Files{Cert: p("cert.pem"), Key: p("junk-key.pem")}, pair("cert.pem", "junk-key.pem") + "tls: failed to parse private key"},
+		{certs.Files{Cert: p("cert.pem"), Key: p("other-key.pem")}, pair("cert.pem", "other-key.pem") + "tls: private key does not match public key"},
 		{certs.Files{Cert: p("cert.pem"), Key: p("key.pem"), ClientCA: p("missing.pem")}, "tls client CA " + p("missing.pem") + ": unreadable: no such file or directory"},
-		{certs.Files{Cert: p("cert.pem"), Key: p("key.pem"), ClientCA: p("empty.pem")}, "tls client CA " + p("empty.pem") + ": no PEM block"},
-		{certs.Files{Cert: p("cert.pem"), Key: p("key.pem"), ClientCA: p("key.pem")}, "tls client CA " + p("key.pem") + ": no certificate (PEM blocks: PRIVATE KEY)"},
-		{certs.Files{Cert: p("cert.pem"), Key: p("key.pem"), ClientCA: p("junk-cert.pem")}, "tls client CA " + p("junk-cert.pem") + ": x509: malformed certificate"},
+		{certs.Files{Cert: p("cert.pem"), Key: p("key.pem"), ClientCA: p("empty.pem")}, "tls client CA " + p("empty.pem") + ": no certificate (want PEM CERTIFICATE blocks)"},
+		{certs.Files{Cert: p("cert.pem"), Key: p("key.pem"), ClientCA: p("key.pem")}, "tls client CA " + p("key.pem") + ": no certificate (want PEM CERTIFICATE blocks)"},
+		{certs.Files{Cert: p("cert.pem"), Key: p("key.pem"), ClientCA: p("junk-cert.pem")}, "tls client CA " + p("junk-cert.pem") + ": no certificate (want PEM CERTIFICATE blocks)"},
 	} {
 		_, err := certs.New(tc.files, discardLogger())
 		if err == nil || err.Error() != tc.want {
