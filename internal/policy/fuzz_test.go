@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -142,9 +143,64 @@ func FuzzDecide(f *testing.F) {
 		if fp.p.Err() != nil || d.Action == ActionPass && d.Kind == KindIgnored {
 			return
 		}
-		if result, matched := referenceMatch(t, fp.origins, origin); d.Origin != result || d.Matched != matched {
+		result, matched := referenceMatch(t, fp.origins, origin)
+		if fp.p.credentials && (fp.p.allowAll || fp.p.star >= 0) && strings.Contains(origin, ",") {
+			// Section 2: answered as if absent rather than echoed.
+			result, matched = OriginRejected, -1
+		}
+		if d.Origin != result || d.Matched != matched {
 			t.Fatalf("origins %q, Origin %q: got (%d, %d), the reference says (%d, %d)",
 				fp.origins, origin, d.Origin, d.Matched, result, matched)
+		}
+		// The explanation names the element the decision matched, and no other.
+		named := -1
+		for _, s := range fp.p.Explain(&r, upstreamVary).Steps {
+			if m := elementStep.FindStringSubmatch(s); m != nil {
+				if named >= 0 {
+					t.Fatalf("two elements named for Origin %q", origin)
+				}
+				named, _ = strconv.Atoi(m[1])
+			}
+		}
+		if d.Kind != KindPreflightForwarded && named != d.Matched {
+			t.Fatalf("origins %q, Origin %q: explain names %d, the decision matched %d", fp.origins, origin, named, d.Matched)
+		}
+	})
+}
+
+func FuzzNormalizeLiteral(f *testing.F) {
+	for _, s := range originSeeds() {
+		f.Add(s)
+	}
+	for _, tc := range behaviourCases {
+		f.Add(tc.policy) // not origins, but odd text with "//" and ":" in it
+	}
+	f.Fuzz(func(t *testing.T, e string) {
+		norm, problem := NormalizeLiteral(e)
+		if !strings.Contains(e, "//") {
+			if norm != e || problem != "" {
+				t.Fatalf("%q has no // but gave %q, %q", e, norm, problem)
+			}
+			return
+		}
+		if again, p2 := NormalizeLiteral(norm); again != norm || p2 != "" && problem == "" {
+			t.Fatalf("not idempotent: %q → %q (%q) → %q (%q)", e, norm, problem, again, p2)
+		}
+		var parts originParts
+		if parseOrigin(norm, &parts) && (parts.scheme != strings.ToLower(parts.scheme) || parts.host != strings.ToLower(parts.host)) {
+			t.Fatalf("%q: scheme or host of %q not lower-cased", e, norm)
+		}
+		if problem == "" && classify(e) == kindLiteral && e != "*" {
+			// A valid literal is what a request Origin equal to its normal form matches.
+			p, _, err := Compile(map[string]any{"origins": []any{e, "https://other.invalid"}})
+			if err != nil {
+				t.Fatalf("%q: valid literal, but %v", e, err)
+			}
+			if d := p.Decide(&Request{Method: "GET", Origin: norm}); d.Origin != OriginAllowed || d.Matched != 0 {
+				if !strings.Contains(norm, ",") {
+					t.Fatalf("%q (normalized %q) does not match the Origin %q: %+v", e, norm, norm, d)
+				}
+			}
 		}
 	})
 }
@@ -167,9 +223,11 @@ func referenceMatch(t *testing.T, origins []string, o string) (OriginResult, int
 		case kindStar:
 			return OriginAllowed, i
 		case kindLiteral:
-			ok = normalizeOrigin(o) == normalizeOrigin(e)
+			norm, _ := NormalizeLiteral(e)
+			ok = normalizeOrigin(o) == norm
 		case kindWildcard:
-			w := newWildcard(e)
+			norm, _ := NormalizeLiteral(e)
+			w := newWildcard(norm)
 			ok = parsed && w.match(&parts)
 		case kindRegex:
 			pat, err := compilePattern(e)
@@ -254,6 +312,9 @@ func checkHeaders(t *testing.T, p *Policy, origin string, h *Headers) {
 		case HeaderAllowOrigin:
 			if f.Value != "*" && f.Value != p.single && f.Value != origin && f.Value != normalizeOrigin(origin) {
 				t.Fatalf("ACAO %q for Origin %q", f.Value, origin)
+			}
+			if f.Value != p.single && f.Value != "*" && strings.Contains(f.Value, ",") {
+				t.Fatalf("a comma-joined Origin %q echoed", origin)
 			}
 		case HeaderAllowCredentials:
 			if !p.credentials || f.Value != "true" {
