@@ -180,7 +180,7 @@ func checkOrigin(path string, index int, e string, pr *problems) (element, bool)
 	case kindLiteral:
 		norm, problem := NormalizeLiteral(e)
 		if problem != "" {
-			pr.fail(path, e, problem+"; write "+strconv.Quote(norm))
+			pr.fail(path, e, problem)
 			return el, false
 		}
 		el.norm = norm
@@ -192,12 +192,12 @@ func checkOrigin(path string, index int, e string, pr *problems) (element, bool)
 		// Normalized like a literal: "https://*.Example.com:443" is "https://*.example.com".
 		norm, problem := NormalizeLiteral(e)
 		if problem != "" {
-			pr.fail(path, e, problem+"; write "+strconv.Quote(norm))
+			pr.fail(path, e, problem)
 			return el, false
 		}
 		el.matcher = matcher{index: index, wildcard: newWildcard(norm)}
 	case kindRegex:
-		if accidental := !strings.ContainsAny(e, regexSyntax); accidental && hasUserInfoOrFragment(e) {
+		if !strings.ContainsAny(e, regexSyntax) && hasUserInfoOrFragment(e) {
 			norm, _ := NormalizeLiteral(normalizeOrigin(e))
 			pr.fail(path, e, "has user information or a fragment, which an origin never has, so it never matches; write "+strconv.Quote(norm))
 			return el, false

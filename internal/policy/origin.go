@@ -4,6 +4,7 @@ import (
 	"errors"
 	"regexp"
 	"regexp/syntax"
+	"strconv"
 	"strings"
 )
 
@@ -115,8 +116,8 @@ func normalizeOrigin(s string) string {
 // NormalizeLiteral returns the form a literal origins element (section 3.2) takes when the
 // policy is compiled: scheme and host lower-cased, the default port dropped. An element without
 // "//" ("null", a bare host) is returned as it is. problem is empty unless the element cannot be
-// an origin, because it has a path (a trailing "/" included) or no host; norm is then what to
-// write instead. Browsers compare access-control-allow-origin with their own serialization of
+// an origin, because it has a path (a trailing "/" included) or no host; it then says why and
+// what to write instead. Browsers compare access-control-allow-origin with their own serialization of
 // the origin, which is always of that form, so a literal sent as written ("https://App.test/")
 // would be refused (docs/cors-semantics.md section 3, difference 9.8).
 func NormalizeLiteral(e string) (norm, problem string) {
@@ -133,9 +134,10 @@ func NormalizeLiteral(e string) (norm, problem string) {
 	}
 	switch {
 	case host == "":
-		return norm, "has no host, so it never matches"
+		return norm, "has no host, so it never matches: write scheme://host[:port]"
 	case strings.IndexByte(e[len(p.scheme):], '/') >= 0:
-		return norm, "has a path, which an origin never has: browsers send scheme://host[:port], so it never matches"
+		return norm, "has a path, which an origin never has: browsers send scheme://host[:port], so it " +
+			"never matches; write " + strconv.Quote(norm)
 	}
 	return norm, ""
 }

@@ -35,7 +35,7 @@ func TestValidationErrors(t *testing.T) {
 			`origins[0] "https://App.example.com/": has a path, which an origin never has: browsers send scheme://host[:port], so it never matches; write "https://app.example.com"`,
 			`origins[1] "http://a.test:80/x": has a path, which an origin never has: browsers send scheme://host[:port], so it never matches; write "http://a.test"`,
 			`origins[2] "https://*.B.test/": has a path, which an origin never has: browsers send scheme://host[:port], so it never matches; write "https://*.b.test"`,
-			`origins[3] "https://": has no host, so it never matches; write "https://"`}},
+			`origins[3] "https://": has no host, so it never matches: write scheme://host[:port]`}},
 		{`{"origins": ["https://user@a.test", "https://a.test#top"]}`, []string{
 			`origins[0] "https://user@a.test": has user information or a fragment, which an origin never has, so it never matches; write "https://a.test"`,
 			`origins[1] "https://a.test#top": has user information or a fragment, which an origin never has, so it never matches; write "https://a.test"`}},
