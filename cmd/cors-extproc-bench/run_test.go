@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,4 +55,19 @@ func TestPercentile(t *testing.T) {
 	assert.Equal(t, time.Duration(5), percentile(s, 0.5))
 	assert.Equal(t, time.Duration(10), percentile(s, 0.99))
 	assert.Equal(t, time.Duration(10), percentile(s, 1))
+}
+
+// The shipped binaries link no test code: neither the testing package, nor the in-memory gRPC
+// transport, nor the test-only Envoy player.
+func TestBinariesLinkNoTestCode(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".", "../cors-extproc").Output()
+	require.NoError(t, err)
+	for _, pkg := range strings.Fields(string(out)) {
+		switch {
+		case pkg == "testing", strings.HasPrefix(pkg, "testing/"),
+			strings.HasSuffix(pkg, "/bufconn"), strings.HasSuffix(pkg, "/internal/envoytest"),
+			strings.HasPrefix(pkg, "github.com/stretchr/testify"):
+			t.Errorf("a shipped binary links %s", pkg)
+		}
+	}
 }
