@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"log/slog"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -9,6 +10,10 @@ import (
 // TestMain fails the package's tests when a goroutine is still running after the last of them:
 // a server, stream, connection or timer a test leaves behind is a leak the code under test may
 // have in production too, and one that would make later tests flaky.
+//
+// Helm's chart loader logs, at level INFO through the default logger, each symbolic link it
+// follows (the chart's policies file is one, by design); only warnings are shown.
 func TestMain(m *testing.M) {
+	slog.SetLogLoggerLevel(slog.LevelWarn)
 	goleak.VerifyTestMain(m)
 }

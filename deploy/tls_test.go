@@ -1,10 +1,8 @@
 package deploy_test
 
 import (
-	"encoding/json"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
@@ -60,13 +59,6 @@ type clusterIssuer struct {
 	} `json:"spec"`
 }
 
-// jsonPatchOp is one RFC 6902 operation of a kustomize JSON patch.
-type jsonPatchOp struct {
-	Op    string `json:"op"`
-	Path  string `json:"path"`
-	Value any    `json:"value"`
-}
-
 // checkCertificate checks what a cert-manager Certificate needs to renew itself safely.
 func checkCertificate(t *testing.T, what string, c certificate, usage string) {
 	t.Helper()
@@ -99,71 +91,7 @@ func checkCertificate(t *testing.T, what string, c certificate, usage string) {
 	}
 }
 
-// applyJSONPatch applies the add, replace and test operations of RFC 6902 to doc.
-func applyJSONPatch(t *testing.T, doc any, ops []jsonPatchOp) any {
-	t.Helper()
-	for _, op := range ops {
-		tokens := strings.Split(op.Path, "/")
-		if len(tokens) < 2 || tokens[0] != "" {
-			t.Fatalf("patch path %q", op.Path)
-		}
-		for i, tok := range tokens {
-			tokens[i] = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
-		}
-		var err string
-		doc, err = patchAt(doc, tokens[1:], op)
-		if err != "" {
-			t.Fatalf("patch %s %s: %s", op.Op, op.Path, err)
-		}
-	}
-	return doc
-}
-
-// patchAt applies op at the path tokens below node and returns the new node.
-func patchAt(node any, tokens []string, op jsonPatchOp) (any, string) {
-	if len(tokens) == 0 {
-		switch op.Op {
-		case "test":
-			got, _ := json.Marshal(node)
-			want, _ := json.Marshal(op.Value)
-			if string(got) != string(want) {
-				return nil, "found " + string(got)
-			}
-			return node, ""
-		case "add", "replace":
-			return op.Value, ""
-		}
-		return nil, "unsupported operation"
-	}
-	tok, rest := tokens[0], tokens[1:]
-	switch n := node.(type) {
-	case map[string]any:
-		child, ok := n[tok]
-		if !ok && !(len(rest) == 0 && op.Op == "add") {
-			return nil, "no member " + tok
-		}
-		v, err := patchAt(child, rest, op)
-		n[tok] = v
-		return n, err
-	case []any:
-		if tok == "-" && len(rest) == 0 && op.Op == "add" {
-			return append(n, op.Value), ""
-		}
-		i, err := strconv.Atoi(tok)
-		if err != nil || i < 0 || i >= len(n) {
-			return nil, "no element " + tok
-		}
-		if len(rest) == 0 && op.Op == "add" {
-			return slices.Insert(n, i, op.Value), ""
-		}
-		v, msg := patchAt(n[i], rest, op)
-		n[i] = v
-		return n, msg
-	}
-	return nil, "cannot descend into " + tok
-}
-
-// tlsDeployment is the base Deployment with the overlay's patch applied, as kustomize builds it.
+// tlsDeployment is the overlay's Deployment, as kustomize builds it.
 func tlsDeployment(t *testing.T, b *k8sBase, k kustomization) *appsv1.Deployment {
 	t.Helper()
 	if len(k.Patches) != 1 {
@@ -173,22 +101,7 @@ func tlsDeployment(t *testing.T, b *k8sBase, k kustomization) *appsv1.Deployment
 	if p.Target.Group != "apps" || p.Target.Version != "v1" || p.Target.Kind != "Deployment" || p.Target.Name != b.deployment.Name {
 		t.Fatalf("%s: patch target %+v is not the base Deployment %s", tlsOverlay, p.Target, b.deployment.Name)
 	}
-	var ops []jsonPatchOp
-	decodeStrict(t, p.Path, readFile(t, tlsOverlay+"/"+p.Path), &ops)
-
-	js, err := yaml.YAMLToJSON(readFile(t, "k8s/base/deployment.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc any
-	if err := json.Unmarshal(js, &doc); err != nil {
-		t.Fatal(err)
-	}
-	patched, err := json.Marshal(applyJSONPatch(t, doc, ops))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return decodeObject[appsv1.Deployment](t, "patched Deployment", patched)
+	return only[appsv1.Deployment](t, kustomizeBuild(t, filesys.MakeFsOnDisk(), tlsOverlay))
 }
 
 func TestK8sTLSOverlay(t *testing.T) {
