@@ -22,11 +22,15 @@ type envoyProxy struct {
 	metav1.TypeMeta `json:",inline"`
 	Metadata        metav1.ObjectMeta `json:"metadata"`
 	Spec            struct {
+		MergeType   string `json:"mergeType,omitempty"`
 		FilterOrder []struct {
 			Name   string `json:"name"`
 			Before string `json:"before,omitempty"`
 			After  string `json:"after,omitempty"`
 		} `json:"filterOrder"`
+		BackendTLS *struct {
+			ClientCertificateRef *gwapiv1.SecretObjectReference `json:"clientCertificateRef,omitempty"`
+		} `json:"backendTLS,omitempty"`
 	} `json:"spec"`
 }
 
