@@ -34,8 +34,9 @@ const helmChartDir = "helm/cors-extproc"
 
 // helmRender renders a chart as `helm template RELEASE CHART --namespace NAMESPACE` does, with
 // Helm's own library (values coalesced with the chart's, checked against its schema, then
-// rendered), and decodes every object strictly into its type.
-func helmRender(t *testing.T, chartDir, release, namespace string, values map[string]any) ([]manifest, error) {
+// rendered), and decodes every object strictly into its type. It also returns the NOTES.txt
+// Helm prints after an install.
+func helmRender(t *testing.T, chartDir, release, namespace string, values map[string]any) ([]manifest, string, error) {
 	t.Helper()
 	ch, err := chartloader.Load(chartDir)
 	if err != nil {
@@ -43,26 +44,29 @@ func helmRender(t *testing.T, chartDir, release, namespace string, values map[st
 	}
 	top, err := chartutil.ToRenderValues(ch, values, common.ReleaseOptions{Name: release, Namespace: namespace, IsInstall: true, Revision: 1}, nil)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	files, err := engine.Render(ch, top)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var out []manifest
+	var notes string
 	for _, name := range slices.Sorted(maps.Keys(files)) {
-		if path.Ext(name) != ".yaml" {
-			continue
+		switch path.Ext(name) {
+		case ".yaml":
+			out = append(out, decodeManifests(t, "helm template "+name, []byte(files[name]))...)
+		case ".txt":
+			notes += files[name]
 		}
-		out = append(out, decodeManifests(t, "helm template "+name, []byte(files[name]))...)
 	}
-	return out, nil
+	return out, notes, nil
 }
 
 // mustRender renders the chart and fails the test on an error.
 func mustRender(t *testing.T, set ...string) []manifest {
 	t.Helper()
-	ms, err := helmRender(t, helmChartDir, "cors-extproc", "cors-extproc", helmValues(t, set...))
+	ms, _, err := helmRender(t, helmChartDir, "cors-extproc", "cors-extproc", helmValues(t, set...))
 	if err != nil {
 		t.Fatalf("helm template --set %v: %v", set, err)
 	}
@@ -128,7 +132,7 @@ func TestHelmChartRefusesBadValues(t *testing.T) {
 		{[]string{"replicas=3"}, "additional properties 'replicas' not allowed"},
 		{[]string{"networkPolicy.envoyNamespaces=null"}, "networkPolicy.envoyNamespaces"},
 	} {
-		_, err := helmRender(t, helmChartDir, "cors-extproc", "cors-extproc", helmValues(t, tc.set...))
+		_, _, err := helmRender(t, helmChartDir, "cors-extproc", "cors-extproc", helmValues(t, tc.set...))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("--set %v: error %v, want one saying %q", tc.set, err, tc.want)
 		}
@@ -173,8 +177,8 @@ func compareRenders(t *testing.T, kustomized, helm []manifest, skip ...string) {
 	for _, key := range skip {
 		delete(k, key)
 	}
-	if !slices.Equal(sortedKeys(k), sortedKeys(h)) {
-		t.Fatalf("kustomize renders %v,\nthe chart %v", sortedKeys(k), sortedKeys(h))
+	if !slices.Equal(slices.Sorted(maps.Keys(k)), slices.Sorted(maps.Keys(h))) {
+		t.Fatalf("kustomize renders %v,\nthe chart %v", slices.Sorted(maps.Keys(k)), slices.Sorted(maps.Keys(h)))
 	}
 	for key := range k {
 		if diff := cmp.Diff(k[key], h[key]); diff != "" {
@@ -342,9 +346,17 @@ func TestHelmValues(t *testing.T) {
 	}
 
 	// Another release name: every object is named after it, and references follow.
-	objects, err := helmRender(t, helmChartDir, "edge", "gateways", helmValues(t, "tls.enabled=true"))
+	objects, notes, err := helmRender(t, helmChartDir, "edge", "gateways", helmValues(t, "tls.enabled=true"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// What Helm prints after the install: the address Envoy needs, and that TLS needs the Envoys
+	// switched too.
+	if !strings.Contains(notes, "edge-cors-extproc.gateways.svc.cluster.local:9002") || !strings.Contains(notes, "TLS only") {
+		t.Errorf("NOTES.txt with TLS in release edge:\n%s", notes)
+	}
+	if _, notes, _ := helmRender(t, helmChartDir, "cors-extproc", "cors-extproc", nil); strings.Contains(notes, "TLS") {
+		t.Errorf("NOTES.txt without TLS speaks of it:\n%s", notes)
 	}
 	cert := only[certificate](t, objects)
 	d = only[appsv1.Deployment](t, objects)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"testing"
 
@@ -171,16 +170,6 @@ func byKey(t *testing.T, ms []manifest) map[string]manifest {
 		out[m.key()] = m
 	}
 	return out
-}
-
-// sortedKeys lists a map's keys in order, for messages.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // only returns the one manifest of a kind, failing if there is not exactly one.

@@ -494,7 +494,7 @@ func (w *readmeWalk) helm(cmd shellCommand, where string, words []string) {
 		if ns == "" {
 			t.Errorf("%s: name the namespace (--namespace)", where)
 		}
-		ms, err := helmRender(t, w.path(args[2]), args[1], ns, values)
+		ms, _, err := helmRender(t, w.path(args[2]), args[1], ns, values)
 		if err != nil {
 			t.Fatalf("%s: %v", where, err)
 		}
