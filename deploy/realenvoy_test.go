@@ -52,7 +52,13 @@ const upstreamHeader = "x-test-upstream"
 
 func startDeployStack(t *testing.T, bin realenvoy.Binary, service *servicetest.Service) *deployStack {
 	t.Helper()
-	s := &deployStack{service: service, cfg: loadEnvoy(t)}
+	return startStack(t, bin, service, loadEnvoy(t))
+}
+
+// startStack is startDeployStack with a variant of envoy.yaml.
+func startStack(t *testing.T, bin realenvoy.Binary, service *servicetest.Service, cfg envoyConfig) *deployStack {
+	t.Helper()
+	s := &deployStack{service: service, cfg: cfg}
 	withCheckRoutes(t, s.cfg)
 	s.upstream = realenvoy.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		for k, vs := range upstreamAnswers[r.Header.Get(upstreamHeader)] {

@@ -1,6 +1,8 @@
 package deploy_test
 
 import (
+	"crypto/x509"
+	"fmt"
 	"path"
 	"slices"
 	"strings"
@@ -9,12 +11,17 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/cors-extproc/cors-extproc/internal/realenvoy"
+	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
 
 const tlsOverlay = "k8s/overlays/tls"
@@ -320,5 +327,62 @@ func TestEnvoyTLSVariant(t *testing.T) {
 	// The commented block leaves the file as it is: plaintext.
 	if c := loadEnvoy(t).cluster(t, "cors-extproc"); c.GetTransportSocket() != nil {
 		t.Error("envoy.yaml: the TLS variant must stay commented out")
+	}
+}
+
+// TestRealEnvoyMutualTLS runs the real server with the TLS overlay's flags and a real Envoy
+// with envoy.yaml's TLS variant (its file names moved to a test CA's files), on every pinned
+// release: a preflight gets cors-extproc's answer over mutual TLS. Then again without the
+// variant's alpn_protocols, as Envoy Gateway's BackendTLSPolicy and Istio's DestinationRule
+// configure their clusters: Envoy offers h2 by itself for an HTTP/2 cluster, which the gRPC
+// server's ALPN check requires.
+func TestRealEnvoyMutualTLS(t *testing.T) {
+	bins := realenvoy.Binaries(t)
+	variant := &bootstrapv3.Bootstrap{}
+	decodeProto(t, "envoy.yaml, TLS variant", uncommentTLS(t), variant)
+	var socket *corev3.TransportSocket
+	for _, c := range variant.GetStaticResources().GetClusters() {
+		if c.GetName() == "cors-extproc" {
+			socket = c.GetTransportSocket()
+		}
+	}
+	host, _ := soleAddress(t, loadEnvoy(t).cluster(t, "cors-extproc"))
+
+	pki := servicetest.NewPKI(t)
+	pki.Leaf(t, "tls", x509.ExtKeyUsageServerAuth, host) // named as the Secret's keys
+	pki.Leaf(t, "client", x509.ExtKeyUsageClientAuth)
+	service := servicetest.Start(t, servicetest.Build(t), append(slices.Clone(deploymentArgs),
+		"--tls-cert", pki.Path("tls.crt"), "--tls-key", pki.Path("tls.key"), "--tls-client-ca", pki.Path("ca.crt"))...)
+
+	preflight := envoyRouteCases[slices.IndexFunc(envoyRouteCases, func(c routeCase) bool { return c.name == "spa-api preflight" })]
+	for _, alpn := range []bool{true, false} {
+		for _, bin := range bins {
+			t.Run(fmt.Sprintf("%s/alpn=%v", bin.Version, alpn), func(t *testing.T) {
+				tc := &tlsv3.UpstreamTlsContext{}
+				unmarshalAny(t, socket.GetTypedConfig(), tc)
+				ctc := tc.GetCommonTlsContext()
+				ctc.GetTlsCertificates()[0].CertificateChain = &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: pki.Path("client.crt")}}
+				ctc.GetTlsCertificates()[0].PrivateKey = &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: pki.Path("client.key")}}
+				ctc.GetValidationContext().TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: pki.Path("ca.crt")}}
+				if !alpn {
+					ctc.AlpnProtocols = nil
+				}
+				typed, err := anypb.New(tc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg := loadEnvoy(t)
+				cfg.cluster(t, "cors-extproc").TransportSocket = &corev3.TransportSocket{Name: socket.GetName(),
+					ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: typed}}
+				s := startStack(t, bin, service, cfg)
+				res := s.do(t, preflight, "tls")
+				if cors := corsHeaders(res.Header); res.StatusCode != preflight.status || !sameHeaders(cors, preflight.cors) {
+					t.Errorf("preflight over mutual TLS: %d %v, want %d %v", res.StatusCode, cors, preflight.status, preflight.cors)
+				}
+				if n := s.envoy.Counter(t, "cluster.cors-extproc.ssl.handshake"); n == 0 {
+					t.Error("no TLS handshake with cors-extproc")
+				}
+			})
+		}
 	}
 }

@@ -2,18 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -23,65 +14,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
-
-// testPKI is a CA with a server certificate for 127.0.0.1 and a client certificate, written as
-// PEM files (the certs package tests the TLS mechanics; this checks the flags' wiring).
-type testPKI struct {
-	dir  string
-	pool *x509.CertPool
-	ca   *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newTestPKI(t *testing.T) *testPKI {
-	t.Helper()
-	p := &testPKI{dir: t.TempDir(), pool: x509.NewCertPool()}
-	var der []byte
-	p.key, der = p.sign(t, &x509.Certificate{Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil)
-	var err error
-	p.ca, err = x509.ParseCertificate(der)
-	require.NoError(t, err)
-	p.pool.AddCert(p.ca)
-	p.write(t, "ca.crt", "CERTIFICATE", der)
-	return p
-}
-
-// sign makes a key and a certificate from tmpl, signed by the CA (self-signed without one).
-func (p *testPKI) sign(t *testing.T, tmpl *x509.Certificate, parent *x509.Certificate) (*ecdsa.PrivateKey, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-	signer, parentCert := key, tmpl
-	if parent != nil {
-		signer, parentCert = p.key, parent
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, &key.PublicKey, signer)
-	require.NoError(t, err)
-	return key, der
-}
-
-// leaf writes a certificate and key signed by the CA under name.crt and name.key.
-func (p *testPKI) leaf(t *testing.T, name string, usage x509.ExtKeyUsage) tls.Certificate {
-	t.Helper()
-	key, der := p.sign(t, &x509.Certificate{Subject: pkix.Name{CommonName: name}, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}, p.ca)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	p.write(t, name+".crt", "CERTIFICATE", der)
-	p.write(t, name+".key", "PRIVATE KEY", keyDER)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-func (p *testPKI) write(t *testing.T, name, kind string, der []byte) {
-	t.Helper()
-	require.NoError(t, os.WriteFile(filepath.Join(p.dir, name), pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600))
-}
-
-func (p *testPKI) path(name string) string { return filepath.Join(p.dir, name) }
 
 func healthCheck(t *testing.T, addr string, creds credentials.TransportCredentials) error {
 	t.Helper()
@@ -97,15 +32,15 @@ func healthCheck(t *testing.T, addr string, creds credentials.TransportCredentia
 // With --tls-cert, --tls-key and --tls-client-ca the gRPC listener speaks mutual TLS only;
 // the admin listener stays plaintext.
 func TestRunMutualTLS(t *testing.T) {
-	pki := newTestPKI(t)
-	pki.leaf(t, "server", x509.ExtKeyUsageServerAuth)
-	client := pki.leaf(t, "client", x509.ExtKeyUsageClientAuth)
-	s := startServer(t, "--tls-cert", pki.path("server.crt"), "--tls-key", pki.path("server.key"),
-		"--tls-client-ca", pki.path("ca.crt"))
+	pki := servicetest.NewPKI(t)
+	pki.Leaf(t, "server", x509.ExtKeyUsageServerAuth, "127.0.0.1")
+	client := pki.Leaf(t, "client", x509.ExtKeyUsageClientAuth, "127.0.0.1")
+	s := startServer(t, "--tls-cert", pki.Path("server.crt"), "--tls-key", pki.Path("server.key"),
+		"--tls-client-ca", pki.Path("ca.crt"))
 
 	assert.Error(t, healthCheck(t, s.grpcAddr, insecure.NewCredentials()), "plaintext refused")
-	assert.Error(t, healthCheck(t, s.grpcAddr, credentials.NewTLS(&tls.Config{RootCAs: pki.pool})), "no client certificate refused")
-	assert.NoError(t, healthCheck(t, s.grpcAddr, credentials.NewTLS(&tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{client}})))
+	assert.Error(t, healthCheck(t, s.grpcAddr, credentials.NewTLS(&tls.Config{RootCAs: pki.Pool})), "no client certificate refused")
+	assert.NoError(t, healthCheck(t, s.grpcAddr, credentials.NewTLS(&tls.Config{RootCAs: pki.Pool, Certificates: []tls.Certificate{client}})))
 
 	code, body := httpGet(t, "http://"+s.adminAddr+"/metrics")
 	assert.Equal(t, 200, code)

@@ -1,6 +1,7 @@
 // Package servicetest builds the cors-extproc binary and runs it on loopback, for the suites
 // that judge the real service rather than processor.New in-process (e2e, soak): the flags, the
-// named-policy file loading, the gRPC server options and the drain are then production's.
+// named-policy file loading, the gRPC server options and the drain are then production's. PKI
+// makes the certificates for its TLS flags.
 package servicetest
 
 import (
