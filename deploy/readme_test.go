@@ -14,6 +14,7 @@ import (
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	"helm.sh/helm/v4/pkg/chart/common"
 	"helm.sh/helm/v4/pkg/strvals"
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -513,10 +514,7 @@ func (w *readmeWalk) helm(cmd shellCommand, where string, words []string) {
 // TestReadmeWalk runs every command of deploy/README.md that can run without a cluster, each
 // section on its own, and decodes every complete Kubernetes object of its YAML blocks.
 func TestReadmeWalk(t *testing.T) {
-	repo, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, repo := scratchRepo(t)
 	binary := sync.OnceValue(func() string {
 		out := filepath.Join(t.TempDir(), "cors-extproc")
 		build := exec.Command("go", "build", "-o", out, "./cmd/cors-extproc")
@@ -528,10 +526,7 @@ func TestReadmeWalk(t *testing.T) {
 	})
 	var ran, skipped int
 	for _, section := range readmeSections(t, "README.md") {
-		root := t.TempDir()
-		if err := os.Symlink(filepath.Join(repo, "deploy"), filepath.Join(root, "deploy")); err != nil {
-			t.Fatal(err)
-		}
+		root, _ := scratchRepo(t)
 		w := &readmeWalk{t: t, root: root, objects: map[string]manifest{}, binary: binary}
 		for _, b := range section.blocks {
 			switch b.lang {
@@ -556,4 +551,69 @@ func TestReadmeWalk(t *testing.T) {
 		t.Errorf("ran only %d README commands", ran)
 	}
 	t.Logf("ran %d commands, %d need what this machine lacks", ran-skipped, skipped)
+}
+
+// scratchRepo makes a directory standing for the repository's root, for README commands that
+// write files (the repository's deploy/ linked in, read-only by convention), and returns it with
+// the real root.
+func scratchRepo(t *testing.T) (root, repo string) {
+	t.Helper()
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root = t.TempDir()
+	if err := os.Symlink(filepath.Join(repo, "deploy"), filepath.Join(root, "deploy")); err != nil {
+		t.Fatal(err)
+	}
+	return root, repo
+}
+
+// readmeCommand returns the one command of deploy/README.md that starts with the given words.
+func readmeCommand(t *testing.T, prefix ...string) shellCommand {
+	t.Helper()
+	var found []shellCommand
+	for _, s := range readmeSections(t, "README.md") {
+		for _, b := range s.blocks {
+			if b.lang != "sh" {
+				continue
+			}
+			for _, c := range shellCommands(t, b) {
+				if words := c.pipeline[0]; len(words) >= len(prefix) && slices.Equal(words[:len(prefix)], prefix) {
+					found = append(found, c)
+				}
+			}
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("README: %d commands start with %q, want one", len(found), strings.Join(prefix, " "))
+	}
+	return found[0]
+}
+
+// The README's own overlay replaces the image: its images entry names the image the base runs.
+func TestReadmeOwnImage(t *testing.T) {
+	c := readmeCommand(t, "cat", ">")
+	file := c.pipeline[0][2]
+	var k struct {
+		Images []struct {
+			Name    string `json:"name"`
+			NewName string `json:"newName"`
+			NewTag  string `json:"newTag"`
+		} `json:"images"`
+	}
+	if err := yaml.Unmarshal([]byte(c.heredoc), &k); err != nil || len(k.Images) != 1 {
+		t.Fatalf("README line %d: %v, images %+v", c.line, err, k.Images)
+	}
+	root, _ := scratchRepo(t)
+	if err := os.MkdirAll(filepath.Join(root, filepath.Dir(file)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, file), []byte(c.heredoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := only[appsv1.Deployment](t, kustomizeBuild(t, filesys.MakeFsOnDisk(), filepath.Join(root, filepath.Dir(file))))
+	if got, want := d.Spec.Template.Spec.Containers[0].Image, k.Images[0].NewName+":"+k.Images[0].NewTag; got != want {
+		t.Errorf("the README's overlay runs %s, want %s", got, want)
+	}
 }

@@ -16,28 +16,6 @@ import (
 	gwapiv1b1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 )
 
-// readmeCommand returns the one command of deploy/README.md that starts with the given words.
-func readmeCommand(t *testing.T, prefix ...string) shellCommand {
-	t.Helper()
-	var found []shellCommand
-	for _, s := range readmeSections(t, "README.md") {
-		for _, b := range s.blocks {
-			if b.lang != "sh" {
-				continue
-			}
-			for _, c := range shellCommands(t, b) {
-				if words := c.pipeline[0]; len(words) >= len(prefix) && slices.Equal(words[:len(prefix)], prefix) {
-					found = append(found, c)
-				}
-			}
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("README: %d commands start with %q, want one", len(found), strings.Join(prefix, " "))
-	}
-	return found[0]
-}
-
 // mergePatchOf returns the -p JSON of a kubectl patch command, decoded into v.
 func mergePatchOf(t *testing.T, c shellCommand, v any) {
 	t.Helper()
@@ -179,6 +157,13 @@ func TestIstioTLS(t *testing.T) {
 	}
 	if tls.GetSni() != fqdn || !slices.Equal(tls.GetSubjectAltNames(), []string{fqdn}) || !slices.Contains(server.Spec.DNSNames, fqdn) {
 		t.Errorf("DestinationRule sni %q, subjectAltNames %v: want the Service's name %s, a name of the server's certificate", tls.GetSni(), tls.GetSubjectAltNames(), fqdn)
+	}
+	// The rest of the cluster as envoyfilter.yaml's: load balancing and connect timeout.
+	tp := dr.spec.GetTrafficPolicy()
+	if tp.GetLoadBalancer().GetSimple().String() != main.cluster.GetLbPolicy().String() ||
+		tp.GetConnectionPool().GetTcp().GetConnectTimeout().AsDuration() != main.cluster.GetConnectTimeout().AsDuration() {
+		t.Errorf("DestinationRule load balancer %v, connect timeout %v: want envoyfilter.yaml's cluster's %v, %v", tp.GetLoadBalancer().GetSimple(),
+			tp.GetConnectionPool().GetTcp().GetConnectTimeout().AsDuration(), main.cluster.GetLbPolicy(), main.cluster.GetConnectTimeout().AsDuration())
 	}
 	checkCertificate(t, "istio/tls/client-certificate.yaml", *client, "client auth")
 	if client.Spec.IssuerRef != server.Spec.IssuerRef {
