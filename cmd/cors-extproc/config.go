@@ -40,6 +40,7 @@ type config struct {
 	tlsReloadInterval    time.Duration
 	dynamicMetadata      bool
 	dynamicMetadataNS    string
+	mode                 processor.Mode
 	showVersion          bool
 }
 
@@ -60,6 +61,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	var (
 		c        config
 		logLevel string
+		mode     string
 	)
 	fs := flag.NewFlagSet("cors-extproc", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -88,7 +90,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.reloadInterval, "policies-reload-interval", 5*time.Second, "how often the --policies file is checked for changes; 0 disables hot reload")
 	fs.BoolVar(&c.reportOnly, "report-only", false, "report-only mode for every policy: decisions are counted and logged, nothing is changed")
 	fs.BoolVar(&c.dynamicMetadata, "dynamic-metadata", false, "return each decision to Envoy as dynamic metadata, for its access log (costs about 14 allocations per request)")
-	fs.StringVar(&c.dynamicMetadataNS, "dynamic-metadata-namespace", "cors-extproc", "namespace of the decision's dynamic metadata; list it in Envoy's metadata_options.receiving_namespaces")
+	fs.StringVar(&c.dynamicMetadataNS, "dynamic-metadata-namespace", "cors-extproc", "namespace of the dynamic metadata sent to Envoy (the decision, and the response headers for Envoy's header filter); list it in Envoy's metadata_options.receiving_namespaces")
+	fs.StringVar(&mode, "mode", "two-phase", "how actual responses get their headers: two-phase (in ext_proc's response phase) or one-trip (from the request phase's metadata, by Envoy's header filter: one gRPC round trip per request; needs that filter, see the README)")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -168,8 +171,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if c.reloadInterval < 0 {
 		errs = append(errs, fmt.Errorf("--policies-reload-interval %v: must be at least 0", c.reloadInterval))
 	}
-	if c.dynamicMetadata && c.dynamicMetadataNS == "" {
+	var err error
+	if c.mode, err = processor.ParseMode(mode); err != nil {
+		errs = append(errs, fmt.Errorf("--mode: %w", err))
+	}
+	switch {
+	case c.dynamicMetadata && c.dynamicMetadataNS == "":
 		errs = append(errs, errors.New("--dynamic-metadata-namespace: must not be empty with --dynamic-metadata"))
+	case c.mode == processor.ModeOneTrip && c.dynamicMetadataNS == "":
+		errs = append(errs, errors.New("--dynamic-metadata-namespace: must not be empty with --mode one-trip (it carries the response headers)"))
 	}
 	if c.cacheSize <= 0 {
 		errs = append(errs, fmt.Errorf("--policy-cache-size %d: must be positive", c.cacheSize))

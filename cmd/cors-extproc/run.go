@@ -80,6 +80,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ReportOnly:               cfg.reportOnly,
 		Limits:                   cfg.limits,
 		DynamicMetadataNamespace: cfg.sentMetadataNamespace(),
+		Mode:                     cfg.mode,
+		HeadersNamespace:         cfg.dynamicMetadataNS,
 	})
 	if err != nil {
 		return err

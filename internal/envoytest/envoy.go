@@ -91,6 +91,9 @@ type Config struct {
 	// reply's dynamic_metadata that Envoy applies to the request's dynamic metadata; others
 	// are dropped.
 	ReceivingNamespaces []string
+	// HeaderFilter, when set, plays the header filters placed after ext_proc that write a
+	// response's headers from the request's dynamic metadata (docs/envoy-extproc.md section 7).
+	HeaderFilter *HeaderFilter
 }
 
 // Route is the route Envoy matched for the request, as far as ext_proc sees it.
@@ -136,6 +139,12 @@ type Response struct {
 	Status  int
 	Headers Headers
 	Body    bool
+	// Local, in what an Upstream returns: Envoy made this response itself after the request
+	// phase instead of reaching the upstream (a router 503 or 504, a direct_response route, a
+	// 403 or 429 from a filter after ext_proc). From Envoy 1.34 such a reply is not sent to
+	// ext_proc (runtime guard skip_ext_proc_on_local_reply; contract page, top), so only the
+	// header filter decorates it.
+	Local bool
 }
 
 // Get returns the first value of a response header.
@@ -155,7 +164,7 @@ type Result struct {
 	Answered bool
 	// LocalReplyBody is the immediate_response body, if any.
 	LocalReplyBody string
-	// UpstreamCalled: the request reached the upstream.
+	// UpstreamCalled: the request reached the upstream (not so for a Local response).
 	UpstreamCalled bool
 	// UpstreamRequest is the request as the upstream saw it, after header mutations.
 	UpstreamRequest Request
@@ -220,7 +229,7 @@ func (e *Envoy) Do(ctx context.Context, route Route, req Request, upstream Upstr
 	}
 	var res Result
 	if e.cfg.ObservabilityMode {
-		x.observe(&res, req, attrs, upstream)
+		err = x.observe(&res, req, attrs, upstream)
 	} else {
 		err = x.request(ctx, &res, req, attrs, upstream)
 	}
@@ -410,7 +419,9 @@ func (x *exchange) request(ctx context.Context, res *Result, req Request, attrs 
 	case err != nil:
 		return err
 	case closed:
-		x.callUpstream(res, req, upstream)
+		if _, err := x.callUpstream(res, req, upstream); err != nil {
+			return failed(res, err)
+		}
 		return nil
 	}
 	switch kind := r.GetResponse().(type) {
@@ -432,21 +443,36 @@ func (x *exchange) request(ctx context.Context, res *Result, req Request, attrs 
 	if req.Body && x.mode.GetRequestBodyMode() != procmodev3.ProcessingMode_NONE {
 		return failed(res, fmt.Errorf("%w: mode_override asks for request body processing", ErrUnsupported))
 	}
-	resp := x.callUpstream(res, req, upstream)
+	resp, err := x.callUpstream(res, req, upstream)
+	if err != nil {
+		return failed(res, err)
+	}
 	if err := x.checkResponseBody(resp); err != nil {
 		return failed(res, err)
 	}
-	if x.skipResponse {
+	if x.skipResponse || resp.Local {
 		return nil
 	}
 	return x.response(ctx, res, resp)
 }
 
-func (x *exchange) callUpstream(res *Result, req Request, upstream Upstream) Response {
-	res.UpstreamCalled = true
-	res.UpstreamRequest = req
-	res.Response = normalizeResponse(upstream(req))
-	return res.Response
+// callUpstream gets the response, the upstream's or a Local one, and passes it through the
+// header filter, which comes after ext_proc in the filter chain and so sees the response first.
+func (x *exchange) callUpstream(res *Result, req Request, upstream Upstream) (Response, error) {
+	resp := normalizeResponse(upstream(req))
+	if !resp.Local {
+		res.UpstreamCalled = true
+		res.UpstreamRequest = req
+	}
+	res.Response = resp
+	if f := x.e.cfg.HeaderFilter; f != nil {
+		var err error
+		if resp, err = f.apply(resp, res.DynamicMetadata); err != nil {
+			return resp, fmt.Errorf("%w: the header filter: %w (Envoy answers 500)", ErrContract, err)
+		}
+		res.Response = resp
+	}
+	return resp, nil
 }
 
 // response plays the response phase: response_headers, no attributes since the deploy
@@ -495,11 +521,15 @@ func (x *exchange) checkResponseBody(resp Response) error {
 
 // observe plays observability mode (contract §1): both messages go out with
 // observability_mode=true and nothing waits for a reply.
-func (x *exchange) observe(res *Result, req Request, attrs *structpb.Struct, upstream Upstream) {
+func (x *exchange) observe(res *Result, req Request, attrs *structpb.Struct, upstream Upstream) error {
 	x.send(requestHeaders(req, attrs))
-	resp := x.callUpstream(res, req, upstream)
+	resp, err := x.callUpstream(res, req, upstream)
+	if err != nil || resp.Local {
+		return err
+	}
 	res.ResponsePhaseSent = true
 	x.send(responseHeaders(resp, !resp.Body))
+	return nil
 }
 
 // receiveMetadata applies a reply's dynamic_metadata as Envoy does: each top-level field names a

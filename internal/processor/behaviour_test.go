@@ -2,12 +2,14 @@ package processor
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 )
 
@@ -167,18 +169,68 @@ var behaviourCases = []behaviourCase{
 		status:   200, skipped: true, want: map[string][]string{"access-control-allow-origin": {"*"}}},
 }
 
+// envoySetup is one way of deploying the server behind Envoy that the behaviour table runs
+// through: the server's mode, and whether Envoy has the header filter of docs/envoy-extproc.md
+// section 7 (which receives the headers' metadata namespace).
+type envoySetup struct {
+	name         string
+	mode         Mode
+	headerFilter bool
+}
+
+// headersNamespace is the namespace of the headers' metadata in these tests, the server's
+// default.
+const headersNamespace = "cors-extproc"
+
+var envoySetups = []envoySetup{
+	{name: "two-phase", mode: ModeTwoPhase},
+	{name: "two-phase+header-filter", mode: ModeTwoPhase, headerFilter: true},
+	{name: "one-trip", mode: ModeOneTrip, headerFilter: true},
+}
+
+// options are the server options of the setup.
+func (e envoySetup) options() Options {
+	return Options{Mode: e.mode, HeadersNamespace: headersNamespace}
+}
+
+// config is the Envoy filter configuration of the setup.
+func (e envoySetup) config(format envoyfilter.MetadataFormat) envoytest.Config {
+	c := envoytest.Config{AllowModeOverride: true, MetadataFormat: format, MessageTimeout: testMessageTimeout}
+	if e.headerFilter {
+		c.ReceivingNamespaces = []string{headersNamespace}
+		c.HeaderFilter = &envoytest.HeaderFilter{Namespace: headersNamespace}
+	}
+	return c
+}
+
+// responsePhase reports whether the setup sends tc's response phase to the server: one-trip
+// keeps it only where an upstream ACAO must be removed (no ACAO granted).
+func (e envoySetup) responsePhase(tc behaviourCase) bool {
+	if tc.answered || tc.skipped {
+		return false
+	}
+	return e.mode == ModeTwoPhase || tc.want["access-control-allow-origin"] == nil
+}
+
 func TestBehaviourThroughEveryChannel(t *testing.T) {
-	for _, ch := range policyChannels {
-		t.Run(ch.name, func(t *testing.T) {
-			for _, tc := range behaviourCases {
-				t.Run(tc.name, func(t *testing.T) {
-					srv, ok := serverFor(t, ch, tc.policy, Options{})
-					if !ok {
-						t.Skip("an invalid named-policy file stops the server at start (tested in cmd)")
+	for _, setup := range envoySetups {
+		t.Run(setup.name, func(t *testing.T) {
+			for _, ch := range policyChannels {
+				t.Run(ch.name, func(t *testing.T) {
+					for _, tc := range behaviourCases {
+						t.Run(tc.name, func(t *testing.T) {
+							srv, ok := serverFor(t, ch, tc.policy, setup.options())
+							if !ok {
+								t.Skip("an invalid named-policy file stops the server at start (tested in cmd)")
+							}
+							envoy := envoytest.New(envoytest.Serve(t, srv), setup.config(ch.format))
+							res := doCase(t, envoy, ch.route(t, tc.policy), tc)
+							assertCase(t, tc, res)
+							if !tc.answered {
+								assert.Equal(t, setup.responsePhase(tc), res.ResponsePhaseSent, "response phase sent")
+							}
+						})
 					}
-					envoy := envoytest.New(envoytest.Serve(t, srv), envoytest.Config{AllowModeOverride: true, MetadataFormat: ch.format, MessageTimeout: testMessageTimeout})
-					res := doCase(t, envoy, ch.route(t, tc.policy), tc)
-					assertCase(t, tc, res)
 				})
 			}
 		})
@@ -211,10 +263,118 @@ func assertCase(t *testing.T, tc behaviourCase, res envoytest.Result) {
 	assert.Equal(t, tc.status, res.Response.Status, "status")
 	assert.Equal(t, tc.answered, res.Answered, "answered by the server")
 	assert.Equal(t, !tc.answered, res.UpstreamCalled, "upstream called")
-	if !tc.answered {
-		assert.Equal(t, !tc.skipped, res.ResponsePhaseSent, "response phase sent")
-	}
 	for _, k := range corsHeaders {
 		assert.Equal(t, tc.want[k], res.Response.Values(k), k)
+	}
+}
+
+// localReplyCase is a request that Envoy answers itself after the request phase.
+type localReplyCase struct {
+	name    string
+	policy  string // JSON object; "" for a route without a policy
+	method  string
+	headers []kv
+	want    map[string][]string // the CORS headers the client gets with the header filter
+}
+
+var localReplyCases = []localReplyCase{
+	{name: "allowed origin", policy: `{"origins":["https://other.example.com","https://app.example.com"],"credentials":true,"exposed_headers":["x-total"]}`,
+		headers: []kv{{"origin", app}}, want: map[string][]string{
+			"access-control-allow-origin":      {app},
+			"access-control-allow-credentials": {"true"},
+			"access-control-expose-headers":    {"x-total"},
+			"vary":                             {"Origin"},
+		}},
+	{name: "allow all", policy: `{}`, headers: []kv{{"origin", app}},
+		want: map[string][]string{"access-control-allow-origin": {"*"}}},
+	// Section 8 applies whatever the status, so a rejected origin gets Vary and ACAC but never
+	// an ACAO.
+	{name: "rejected origin", policy: `{"origins":["https://other.example.com","https://app.example.com"],"credentials":true}`,
+		headers: []kv{{"origin", evil}}, want: map[string][]string{
+			"access-control-allow-credentials": {"true"},
+			"vary":                             {"Origin"},
+		}},
+	{name: "route without a policy", headers: []kv{{"origin", app}}},
+	{name: "preflight passed upstream", policy: `{"preflight_continue":true}`, method: "OPTIONS",
+		headers: []kv{{"origin", app}, {"access-control-request-method", "PUT"}}},
+	{name: "report only", policy: `{"report_only":true}`, headers: []kv{{"origin", app}}},
+	{name: "unusable policy", policy: `{"origins":["https://(bad"]}`, headers: []kv{{"origin", app}}},
+}
+
+// Envoy's own replies after the request phase (router 503 and 504, direct_response, a 403 or
+// 429 from a filter after ext_proc) are not sent to ext_proc (Envoy 1.34+); with the header
+// filter they get the CORS headers in both modes (semantics section 8), without it none.
+func TestEnvoyOwnRepliesDecorated(t *testing.T) {
+	for _, setup := range envoySetups {
+		for _, tc := range localReplyCases {
+			for _, status := range []int{503, 504, 403, 429, 200} {
+				t.Run(fmt.Sprintf("%s/%s/%d", setup.name, tc.name, status), func(t *testing.T) {
+					srv, err := New(setup.options())
+					require.NoError(t, err)
+					envoy := envoytest.New(envoytest.Serve(t, srv), setup.config(envoyfilter.OneLine))
+					route := envoytest.Route{Name: "r"}
+					if tc.policy != "" {
+						route.GRPCMetadata = map[string]string{"x-cors-policy": tc.policy}
+					}
+					var headers envoytest.Headers
+					for _, f := range tc.headers {
+						headers = append(headers, envoytest.Header{Key: f[0], Value: f[1]})
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					res, err := envoy.Do(ctx, route, envoytest.Request{Method: tc.method, Headers: headers},
+						func(envoytest.Request) envoytest.Response { return envoytest.Response{Status: status, Local: true} })
+					require.NoError(t, err)
+					assert.Equal(t, status, res.Response.Status)
+					assert.False(t, res.UpstreamCalled)
+					assert.False(t, res.ResponsePhaseSent, "Envoy does not send its own replies to ext_proc")
+					want := tc.want
+					if !setup.headerFilter {
+						want = nil
+					}
+					for _, k := range corsHeaders {
+						assert.Equal(t, want[k], res.Response.Values(k), k)
+					}
+				})
+			}
+		}
+	}
+}
+
+// A one-trip server behind an Envoy that drops its headers' metadata (the namespace not in
+// receiving_namespaces, or no header filter) grants no origin more than the policy does: a
+// response whose origin the policy grants no ACAO still loses the upstream's (the response
+// phase does it), and every CORS header is the policy's, the upstream's own, or none.
+func TestOneTripMisconfiguredGrantsNoMore(t *testing.T) {
+	broken := map[string]envoytest.Config{
+		"namespace not received": {AllowModeOverride: true, MessageTimeout: testMessageTimeout,
+			HeaderFilter: &envoytest.HeaderFilter{Namespace: headersNamespace}},
+		"no header filter": {AllowModeOverride: true, MessageTimeout: testMessageTimeout,
+			ReceivingNamespaces: []string{headersNamespace}},
+	}
+	ch := policyChannels[0]
+	for name, cfg := range broken {
+		for _, tc := range behaviourCases {
+			t.Run(name+"/"+tc.name, func(t *testing.T) {
+				srv, ok := serverFor(t, ch, tc.policy, Options{Mode: ModeOneTrip, HeadersNamespace: headersNamespace})
+				require.True(t, ok)
+				envoy := envoytest.New(envoytest.Serve(t, srv), cfg)
+				res := doCase(t, envoy, ch.route(t, tc.policy), tc)
+				assert.Equal(t, tc.status, res.Response.Status)
+				upstream := map[string][]string{}
+				for _, f := range tc.upstream.headers {
+					upstream[f[0]] = append(upstream[f[0]], f[1])
+				}
+				for _, k := range corsHeaders {
+					got := res.Response.Values(k)
+					if got != nil && !assert.ObjectsAreEqual(tc.want[k], got) && !assert.ObjectsAreEqual(upstream[k], got) {
+						t.Errorf("%s: %q is neither the policy's %q nor the upstream's %q", k, got, tc.want[k], upstream[k])
+					}
+				}
+				if tc.want["access-control-allow-origin"] == nil {
+					assert.Nil(t, res.Response.Values("access-control-allow-origin"), "an ACAO the policy does not grant")
+				}
+			})
+		}
 	}
 }

@@ -80,3 +80,39 @@ func (m *decisionMetadata) build(k decisionKey) *structpb.Struct {
 		m.namespace: structpb.NewStructValue(&structpb.Struct{Fields: fields}),
 	}}
 }
+
+// headersMetadata returns the dynamic metadata of a request phase that carries the headers of
+// its actual response, rd, for Envoy's header filter (docs/envoy-extproc.md section 7): under
+// namespace ns, one string per header named after it (access-control-allow-origin,
+// access-control-allow-credentials, access-control-expose-headers, and vary for the `Origin` to
+// add beside the upstream's). A header the response does not get is absent, which the filter's
+// %DYNAMIC_METADATA% formats as empty, and Envoy adds nothing for an empty value. decision is the
+// decision's own metadata (nil without --dynamic-metadata); it is shared, so it is not changed:
+// its fields are copied beside the headers'.
+func headersMetadata(ns string, rd *policy.ResponseDecision, decision *structpb.Struct) *structpb.Struct {
+	n := rd.Set.Len()
+	if rd.AppendVary {
+		n++
+	}
+	if n == 0 {
+		return decision
+	}
+	inner := decision.GetFields()[ns].GetStructValue().GetFields()
+	fields := make(map[string]*structpb.Value, n+len(inner))
+	for k, v := range inner {
+		fields[k] = v
+	}
+	for i := range rd.Set.Len() {
+		h := rd.Set.At(i)
+		fields[h.Name] = structpb.NewStringValue(h.Value)
+	}
+	if rd.AppendVary {
+		fields[policy.HeaderVary] = structpb.NewStringValue(policy.VaryOrigin)
+	}
+	out := &structpb.Struct{Fields: make(map[string]*structpb.Value, 1+len(decision.GetFields()))}
+	for k, v := range decision.GetFields() {
+		out.Fields[k] = v
+	}
+	out.Fields[ns] = structpb.NewStructValue(&structpb.Struct{Fields: fields})
+	return out
+}

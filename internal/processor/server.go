@@ -69,6 +69,47 @@ type Options struct {
 	// ReportOnly puts every policy in report-only mode (the policy field report_only does it
 	// for one): decisions are taken, counted and logged, but nothing is changed.
 	ReportOnly bool
+	// Mode says whether an actual response is decorated in the response phase (ModeTwoPhase)
+	// or by Envoy's header filter from the request phase's metadata (ModeOneTrip).
+	Mode Mode
+	// HeadersNamespace is the dynamic metadata namespace under which the request phase returns
+	// the headers of an actual response, for Envoy's header filter (docs/envoy-extproc.md
+	// section 7); empty sends none, which ModeOneTrip does not allow.
+	HeadersNamespace string
+}
+
+// Mode is how the headers of an actual response reach it (docs/envoy-extproc.md section 7).
+type Mode uint8
+
+const (
+	// ModeTwoPhase decorates the response in the response phase, as ext_proc was built to. The
+	// headers go to Envoy's header filter as metadata too, so that Envoy's own replies, which
+	// Envoy 1.34 to 1.36 do not send to ext_proc, are decorated where that filter is configured.
+	ModeTwoPhase Mode = iota
+	// ModeOneTrip takes every decision in the request phase and skips the response phase:
+	// Envoy's header filter writes the headers from the metadata. Only a response that must
+	// lose an upstream access-control-allow-origin (no ACAO granted) keeps the response phase,
+	// as no Envoy filter removes a header on a condition of dynamic metadata on every release
+	// we support.
+	ModeOneTrip
+)
+
+// ParseMode reads a mode's name: "two-phase" or "one-trip".
+func ParseMode(name string) (Mode, error) {
+	switch name {
+	case "two-phase":
+		return ModeTwoPhase, nil
+	case "one-trip":
+		return ModeOneTrip, nil
+	}
+	return 0, fmt.Errorf("unknown mode %q: want two-phase or one-trip", name)
+}
+
+func (m Mode) String() string {
+	if m == ModeOneTrip {
+		return "one-trip"
+	}
+	return "two-phase"
 }
 
 // Server implements envoy.service.ext_proc.v3.ExternalProcessor.
@@ -86,6 +127,8 @@ type Server struct {
 	log           *slog.Logger
 	metrics       *metrics
 	metadata      *decisionMetadata // nil when no dynamic metadata is sent
+	mode          Mode
+	headersNS     string // namespace of the response headers' metadata; "" for none
 	headerLog     logLimiter
 }
 
@@ -141,6 +184,10 @@ func New(opts Options) (*Server, error) {
 		cacheSize:   opts.CacheSize,
 		log:         opts.Logger,
 	}
+	if opts.Mode == ModeOneTrip && opts.HeadersNamespace == "" {
+		return nil, errors.New("mode one-trip needs a namespace for the response headers' metadata")
+	}
+	s.mode, s.headersNS = opts.Mode, opts.HeadersNamespace
 	if opts.DynamicMetadataNamespace != "" {
 		s.metadata = newDecisionMetadata(opts.DynamicMetadataNamespace, opts.CacheSize)
 	}
@@ -274,10 +321,27 @@ func (s *Server) decideRequest(ctx context.Context, res *Resolution, headers []*
 		reply.DynamicMetadata = md
 		return nil, d, reply
 	case d.Action == policy.ActionDecorate:
-		return p, d, continueRequest(false, md)
+		return s.decorate(p, &d, md)
 	default:
 		return nil, d, continueRequest(true, md)
 	}
+}
+
+// decorate is the request phase of an actual request whose response is decorated: the
+// response's headers go to Envoy's header filter as dynamic metadata (also in ModeTwoPhase,
+// for the replies Envoy makes itself), and the response phase is skipped in ModeOneTrip unless
+// an upstream ACAO must be removed. Its decision is taken as if the upstream's Vary did not list
+// Origin: the header filter checks the upstream's Vary itself (docs/envoy-extproc.md section 7).
+func (s *Server) decorate(p *policy.Policy, d *policy.RequestDecision, md *structpb.Struct) (*policy.Policy, policy.RequestDecision, *extprocv3.ProcessingResponse) {
+	if s.headersNS == "" {
+		return p, *d, continueRequest(false, md)
+	}
+	rd := p.Decorate(d, false)
+	md = headersMetadata(s.headersNS, &rd, md)
+	if s.mode == ModeOneTrip && !rd.RemoveAllowOrigin {
+		return nil, *d, continueRequest(true, md)
+	}
+	return p, *d, continueRequest(false, md)
 }
 
 // overLimit reports whether a header value the decision reads is over the limit, counting and
