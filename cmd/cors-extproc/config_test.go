@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cors-extproc/cors-extproc/internal/processor"
 )
 
 func env(vars map[string]string) func(string) string {
@@ -90,4 +92,21 @@ func TestParseConfigOperatorFlags(t *testing.T) {
 	_, err = parseConfig([]string{"--dynamic-metadata", "--dynamic-metadata-namespace", "", "--policies-reload-interval", "-1s"}, env(nil), io.Discard)
 	require.EqualError(t, err, `--policies-reload-interval -1s: must be at least 0
 --dynamic-metadata-namespace: must not be empty with --dynamic-metadata`)
+}
+
+func TestParseConfigMode(t *testing.T) {
+	c, err := parseConfig(nil, env(nil), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, processor.ModeTwoPhase, c.mode, "two-phase works behind any Envoy configuration")
+
+	c, err = parseConfig(nil, env(map[string]string{"CORS_EXTPROC_MODE": "one-trip"}), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, processor.ModeOneTrip, c.mode)
+
+	_, err = parseConfig([]string{"--mode", "one-way", "--log-format", "xml"}, env(nil), io.Discard)
+	require.EqualError(t, err, `--log-format "xml": want json or text
+--mode: unknown mode "one-way": want two-phase or one-trip`)
+
+	_, err = parseConfig([]string{"--mode", "one-trip", "--dynamic-metadata-namespace", ""}, env(nil), io.Discard)
+	require.EqualError(t, err, "--dynamic-metadata-namespace: must not be empty with --mode one-trip (it carries the response headers)")
 }
