@@ -40,6 +40,8 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	namespace := flags.String("metadata-namespace", "cors", "filter_metadata namespace holding a route's policy, as the server's flag")
 	defaultName := flags.String("default-policy", "", "the server's --default-policy, for routes that name no policy")
 	format := flags.String("format", "text", "output format: text or json")
+	modeName := flags.String("mode", "two-phase", "the server's --mode: filter chains are checked against it")
+	headersNS := flags.String("dynamic-metadata-namespace", "cors-extproc", "the server's --dynamic-metadata-namespace, which the header filters read")
 	limits := policyLimitFlags(flags)
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -50,6 +52,10 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	var errs []error
 	if *format != "text" && *format != "json" {
 		errs = append(errs, fmt.Errorf("--format %q: want text or json", *format))
+	}
+	mode, err := processor.ParseMode(*modeName)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--mode: %w", err))
 	}
 	if *policiesFile == "" && flags.NArg() == 0 {
 		errs = append(errs, errors.New("nothing to validate: give --policies FILE and/or Envoy configuration files"))
@@ -80,6 +86,7 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		for _, file := range files {
 			findings = append(findings, fileFindings(resolver, file, *defaultName, file == arg)...)
+			findings = append(findings, chainFindings(file, mode, *headersNS)...)
 		}
 	}
 
@@ -172,6 +179,37 @@ func fileFindings(r *processor.Resolver, file, defaultName string, named bool) [
 		res := resolveSite(r, s, defaultName)
 		base := finding{File: s.File, Kind: s.Kind, Name: s.Name}
 		out = append(out, siteFindings(base, res)...)
+	}
+	return out
+}
+
+// chainFindings reports each HTTP filter chain of one file that holds cors-extproc's ext_proc
+// filter or its header filters: whether they match the server's mode (docs/envoy-extproc.md
+// section 7). A file that cannot be read was reported by fileFindings.
+func chainFindings(file string, mode processor.Mode, ns string) []finding {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil
+	}
+	chains, _ := envoyconfig.ReadChains(file, data)
+	var out []finding
+	for _, c := range chains {
+		base := finding{File: file, Kind: "filter chain", Name: c.Name}
+		errs, warnings := c.Check(mode == processor.ModeOneTrip, ns)
+		for _, e := range errs {
+			f := base
+			f.Status, f.Message = "error", e
+			out = append(out, f)
+		}
+		for _, w := range warnings {
+			f := base
+			f.Status, f.Message = "warning", w
+			out = append(out, f)
+		}
+		if len(errs)+len(warnings) == 0 {
+			base.Status, base.Message = "ok", "ext_proc and header filters fit --mode "+mode.String()
+			out = append(out, base)
+		}
 	}
 	return out
 }

@@ -101,3 +101,24 @@ func TestValidateLimits(t *testing.T) {
 	require.ErrorIs(t, err, errReported)
 	assert.Contains(t, out, `testdata/policies.yaml: policy spa: ERROR: origins […]: 2 elements, over the limit of 1`)
 }
+
+// validate checks each filter chain holding cors-extproc's filters against the server's mode:
+// one-trip needs the header filters, two-phase only warns without them.
+func TestValidateFilterChainAgainstMode(t *testing.T) {
+	for _, mode := range []string{"two-phase", "one-trip"} {
+		out, _, err := runCommand(t, "validate", "--mode", mode, "--policies", "../../deploy/k8s/base/policies.yaml", "../../deploy/envoy.yaml")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, "../../deploy/envoy.yaml: filter chain ingress_http: OK (ext_proc and header filters fit --mode "+mode+")\n")
+	}
+
+	out, _, err := runCommand(t, "validate", "--mode", "one-trip", "testdata/chain-two-phase.yaml")
+	require.ErrorIs(t, err, errReported)
+	assert.Contains(t, out, "testdata/chain-two-phase.yaml: filter chain ingress: ERROR: mode one-trip: no header filter writes access-control-allow-credentials, access-control-allow-origin, access-control-expose-headers, vary from cors-extproc metadata after ext_proc, so responses lack them\n")
+
+	out, _, err = runCommand(t, "validate", "testdata/chain-two-phase.yaml")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "testdata/chain-two-phase.yaml: filter chain ingress: WARNING: mode two-phase without a header filter")
+
+	_, _, err = runCommand(t, "validate", "--mode", "one-way", "testdata/chain-two-phase.yaml")
+	require.EqualError(t, err, `--mode: unknown mode "one-way": want two-phase or one-trip`)
+}

@@ -64,22 +64,32 @@ type Site struct {
 // Read returns the sites of every document in data, in document order. name labels the sites
 // and errors.
 func Read(name string, data []byte) ([]*Site, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
+	docs, err := documents(name, data)
 	var sites []*Site
-	for i := 0; ; i++ {
-		var doc any
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			return sites, nil
-		}
-		if err != nil {
-			return sites, fmt.Errorf("%s: document %d: %w", name, i+1, err)
-		}
+	for _, doc := range docs {
 		found, err := walk(name, doc)
 		sites = append(sites, found...)
 		if err != nil {
 			return sites, err
 		}
+	}
+	return sites, err
+}
+
+// documents decodes every YAML (or JSON) document of data; on an error, those before it.
+func documents(name string, data []byte) ([]any, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var docs []any
+	for i := 0; ; i++ {
+		var doc any
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return docs, nil
+		}
+		if err != nil {
+			return docs, fmt.Errorf("%s: document %d: %w", name, i+1, err)
+		}
+		docs = append(docs, doc)
 	}
 }
 
