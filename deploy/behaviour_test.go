@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"reflect"
 	"slices"
@@ -27,15 +28,16 @@ import (
 const testMessageTimeout = 5 * time.Second
 
 // newEnvoy starts the processor as the deployments run it (the named-policy file, no default
-// policy, decisions as dynamic metadata) and plays an Envoy whose ext_proc filter is
-// configured like p.
-func newEnvoy(t *testing.T, p *extprocv3.ExternalProcessor, format envoyfilter.MetadataFormat) *envoytest.Envoy {
+// policy, decisions as dynamic metadata) in the given mode, and plays an Envoy whose ext_proc
+// filter is configured like p, followed by the header filters hf (nil for none).
+func newEnvoy(t *testing.T, p *extprocv3.ExternalProcessor, format envoyfilter.MetadataFormat, mode processor.Mode, hf *envoytest.HeaderFilter) *envoytest.Envoy {
 	t.Helper()
 	named, warnings, err := policy.ParseNamed(readFile(t, namedPoliciesFile))
 	if err != nil || len(warnings) > 0 {
 		t.Fatalf("%s: %v %v", namedPoliciesFile, err, warnings)
 	}
-	srv, err := processor.New(processor.Options{Policies: named, DynamicMetadataNamespace: "cors-extproc"})
+	srv, err := processor.New(processor.Options{Policies: named, DynamicMetadataNamespace: "cors-extproc",
+		Mode: mode, HeadersNamespace: "cors-extproc"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,6 +49,7 @@ func newEnvoy(t *testing.T, p *extprocv3.ExternalProcessor, format envoyfilter.M
 		RequestAttributes:   p.GetRequestAttributes(),
 		MetadataFormat:      format,
 		ReceivingNamespaces: p.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(),
+		HeaderFilter:        hf,
 	})
 }
 
@@ -156,58 +159,65 @@ func play(t *testing.T, envoy *envoytest.Envoy, cases []exchange) {
 	}
 }
 
-// TestEnvoyRoutesBehave plays envoyRouteCases through the simulated Envoy, with the metadata
-// printed on one line as the oldest pinned Envoy (1.36) prints it.
+// TestEnvoyRoutesBehave plays routeCases through the simulated Envoy, with the metadata printed
+// on one line as the oldest pinned Envoy (1.36) prints it, in both server modes, with envoy.yaml's
+// header filters.
 func TestEnvoyRoutesBehave(t *testing.T) {
 	c := loadEnvoy(t)
 	withCheckRoutes(t, c)
 	routes := envoyRoutes(t, c)
-	envoy := newEnvoy(t, c.extProc, envoyfilter.OneLine)
-	for _, tc := range envoyRouteCases {
-		t.Run(tc.name, func(t *testing.T) {
-			r, ok := routes[tc.route]
-			if !ok {
-				t.Fatalf("no route %s", tc.route)
-			}
-			req := envoytest.Request{Method: tc.method}
-			for _, kv := range tc.headers {
-				req.Headers = append(req.Headers, envoytest.Header{Key: kv[0], Value: kv[1]})
-			}
-			upstream := func(envoytest.Request) envoytest.Response {
-				var hs envoytest.Headers
-				for k, vs := range upstreamAnswers[tc.upstream] {
-					for _, v := range vs {
-						hs = append(hs, envoytest.Header{Key: strings.ToLower(k), Value: v})
+	hf := &envoytest.HeaderFilter{Namespace: headersNamespace(t)}
+	for _, mode := range serverModes {
+		envoy := newEnvoy(t, c.extProc, envoyfilter.OneLine, mode, hf)
+		for _, tc := range routeCases {
+			t.Run(mode.String()+"/"+tc.name, func(t *testing.T) {
+				r, ok := routes[tc.route]
+				if !ok {
+					t.Fatalf("no route %s", tc.route)
+				}
+				req := envoytest.Request{Method: tc.method}
+				for _, kv := range tc.headers {
+					req.Headers = append(req.Headers, envoytest.Header{Key: kv[0], Value: kv[1]})
+				}
+				upstream := func(envoytest.Request) envoytest.Response {
+					if tc.local != "" {
+						return envoytest.Response{Status: tc.status, Local: true}
+					}
+					var hs envoytest.Headers
+					for k, vs := range upstreamAnswers[tc.upstream] {
+						for _, v := range vs {
+							hs = append(hs, envoytest.Header{Key: strings.ToLower(k), Value: v})
+						}
+					}
+					return envoytest.Response{Status: 200, Headers: hs}
+				}
+				var res envoytest.Result
+				if r.ExtProcDisabled {
+					// Envoy skips the disabled filter: no stream, the upstream's answer as it is.
+					res = envoytest.Result{Response: upstream(req), UpstreamCalled: true}
+				} else {
+					var err error
+					res, err = envoy.Do(context.Background(), envoytest.Route{Name: tc.route, Metadata: r.Metadata,
+						VirtualHostMetadata: r.VirtualHostMetadata, GRPCMetadata: r.GRPCMetadata}, req, upstream)
+					if err != nil {
+						t.Fatal(err)
 					}
 				}
-				return envoytest.Response{Status: 200, Headers: hs}
-			}
-			var res envoytest.Result
-			if r.ExtProcDisabled {
-				// Envoy skips the disabled filter: no stream, the upstream's answer as it is.
-				res = envoytest.Result{Response: upstream(req), UpstreamCalled: true}
-			} else {
-				var err error
-				res, err = envoy.Do(context.Background(), envoytest.Route{Name: tc.route, Metadata: r.Metadata,
-					VirtualHostMetadata: r.VirtualHostMetadata, GRPCMetadata: r.GRPCMetadata}, req, upstream)
-				if err != nil {
-					t.Fatal(err)
+				if want := !tc.answered && tc.local == ""; res.UpstreamCalled != want {
+					t.Errorf("upstream called %v, want %v", res.UpstreamCalled, want)
 				}
-			}
-			if res.UpstreamCalled == tc.answered {
-				t.Errorf("upstream called %v, want %v", res.UpstreamCalled, !tc.answered)
-			}
-			if res.Response.Status != tc.status {
-				t.Errorf("status %d, want %d", res.Response.Status, tc.status)
-			}
-			got := http.Header{}
-			for _, hv := range res.Response.Headers {
-				got.Add(hv.Key, hv.Value)
-			}
-			if cors := corsHeaders(got); !sameHeaders(cors, tc.cors) {
-				t.Errorf("CORS headers\n got %v\nwant %v", cors, tc.cors)
-			}
-		})
+				if res.Response.Status != tc.status {
+					t.Errorf("status %d, want %d", res.Response.Status, tc.status)
+				}
+				got := http.Header{}
+				for _, hv := range res.Response.Headers {
+					got.Add(hv.Key, hv.Value)
+				}
+				if cors := corsHeaders(got); !sameHeaders(cors, tc.cors) {
+					t.Errorf("CORS headers\n got %v\nwant %v", cors, tc.cors)
+				}
+			})
+		}
 	}
 }
 
@@ -221,7 +231,7 @@ func TestEnvoyAccessLogGetsDecisions(t *testing.T) {
 		}
 	}
 	routes := envoyRoutes(t, c)
-	envoy := newEnvoy(t, c.extProc, envoyfilter.OneLine)
+	envoy := newEnvoy(t, c.extProc, envoyfilter.OneLine, processor.ModeTwoPhase, nil)
 	r := routes["reports"]
 	res, err := envoy.Do(context.Background(), envoytest.Route{Name: "reports", Metadata: r.Metadata, VirtualHostMetadata: r.VirtualHostMetadata},
 		actual("https://reports.example.com"), nil)
@@ -231,8 +241,14 @@ func TestEnvoyAccessLogGetsDecisions(t *testing.T) {
 	got := res.DynamicMetadata["cors-extproc"].AsMap()
 	want := map[string]any{"decision": "actual", "origin": "allowed", "matched": "https://reports.example.com",
 		"policy": "reporting", "report_only": false}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("dynamic metadata %v, want %v", got, want)
+	// Beside the decision, the same namespace carries the response headers for the header
+	// filters (docs/envoy-extproc.md section 7).
+	headers := map[string]any{"access-control-allow-origin": "https://reports.example.com",
+		"access-control-allow-credentials": "true", "access-control-expose-headers": "content-disposition", "vary": "Origin"}
+	all := maps.Clone(want)
+	maps.Copy(all, headers)
+	if !reflect.DeepEqual(got, all) {
+		t.Errorf("dynamic metadata %v, want %v", got, all)
 	}
 	format := string(readFile(t, "envoy.yaml"))
 	for key := range want {
@@ -257,7 +273,7 @@ func TestEnvoyGatewayRouteBehaves(t *testing.T) {
 		RequestAttributes: ext.ProcessingMode.Request.Attributes,
 		MessageTimeout:    durationpb.New(d),
 	}
-	envoy := newEnvoy(t, cfg, envoyfilter.MultiLine)
+	envoy := newEnvoy(t, cfg, envoyfilter.MultiLine, processor.ModeTwoPhase, nil)
 
 	md := envoyGatewayRouteMetadata(t, f)["demo/storefront/api"]
 	if md == nil {
@@ -285,7 +301,7 @@ func TestEnvoyGatewayRouteBehaves(t *testing.T) {
 func TestIstioRoutesBehave(t *testing.T) {
 	f := loadIstio(t)
 	policies := istioPolicies(t, f)
-	envoy := newEnvoy(t, f.extProc, envoyfilter.MultiLine)
+	envoy := newEnvoy(t, f.extProc, envoyfilter.MultiLine, processor.ModeTwoPhase, nil)
 	route := func(name string) envoytest.Route {
 		r := envoytest.Route{Name: name}
 		if p, ok := policies[name]; ok {

@@ -13,6 +13,9 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/cors-extproc/cors-extproc/internal/envoyconfig"
+	"github.com/cors-extproc/cors-extproc/internal/processor"
 )
 
 // The behaviour table of deploy/envoy.yaml: one HTTP request on one route each, and everything
@@ -33,6 +36,8 @@ type routeCase struct {
 	// cors is every CORS header of the response (access-control-* and vary), each name with
 	// its values in order; nothing else of that kind may be there.
 	cors map[string][]string
+	// local: Envoy makes the reply itself after the request phase (localNoUpstream, ...).
+	local string
 }
 
 const (
@@ -92,6 +97,32 @@ func sameHeaders(got, want map[string][]string) bool {
 		}
 	}
 	return true
+}
+
+// routeCases is the whole table: the example routes and Envoy's own replies.
+var routeCases = append(slices.Clone(envoyRouteCases), localReplyCases...)
+
+// serverModes are the server's modes the table runs through: envoy.yaml serves both.
+var serverModes = []processor.Mode{processor.ModeTwoPhase, processor.ModeOneTrip}
+
+// headerChain is envoy.yaml's filter chain as validate reads it.
+func headerChain(t *testing.T) *envoyconfig.Chain {
+	t.Helper()
+	chains, err := envoyconfig.ReadChains("envoy.yaml", readFile(t, "envoy.yaml"))
+	if err != nil || len(chains) != 1 {
+		t.Fatalf("envoy.yaml: want one filter chain with cors-extproc's filters: %v", err)
+	}
+	return chains[0]
+}
+
+// headersNamespace is the namespace envoy.yaml's header filters read.
+func headersNamespace(t *testing.T) string {
+	t.Helper()
+	w := headerChain(t).Writes[acao]
+	if len(w) != 1 {
+		t.Fatalf("envoy.yaml: want one write of %s from metadata, got %v", acao, w)
+	}
+	return w[0].Namespace
 }
 
 // envoyRouteCases are the example routes of envoy.yaml as their comments describe them, plus
@@ -195,6 +226,9 @@ var envoyRouteCases = []routeCase{
 	{name: "no policy anywhere: untouched", route: "no-policy", method: "OPTIONS",
 		headers:  [][2]string{origin("https://app.example.com"), {acrm, "GET"}},
 		upstream: "cors", status: 200, cors: h(acao, "https://upstream.example", acam, "GET")},
+	{name: "no policy anywhere: an actual response untouched", route: "no-policy",
+		headers: [][2]string{origin("https://app.example.com")}, upstream: "cors",
+		status: 200, cors: h(acao, "https://upstream.example", acam, "GET")},
 }
 
 // checkHost is the virtual host of checkRoutes.
@@ -212,11 +246,7 @@ func checkRoutes(t *testing.T) *routev3.VirtualHost {
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "demo-upstream"}}},
 		}
 		if policy != nil {
-			s, err := structpb.NewStruct(policy)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{corsNamespace: s}}
+			r.Metadata = policyMetadata(t, policy)
 		}
 		return r
 	}
@@ -233,21 +263,32 @@ func checkRoutes(t *testing.T) *routev3.VirtualHost {
 	return &routev3.VirtualHost{
 		Name:    "checks",
 		Domains: []string{checkHost},
-		Routes: []*routev3.Route{
+		Routes: append(localRoutes(t),
 			jsonPolicy,
 			route("broken", "/broken/", map[string]any{"origins": []any{"https://(bad"}}),
 			route("beside-broken", "/beside-broken/", map[string]any{"origins": []any{"https://app.example.com", "https://other.example.com"}}),
 			route("report-only", "/report-only/", map[string]any{"origins": []any{"https://app.example.com"}, "credentials": true, "report_only": true}),
 			route("no-policy", "/", nil),
-		},
+		),
 	}
 }
 
-// withCheckRoutes adds checkRoutes to the route table of c, in c.hcm and in the listener of
-// c.bootstrap alike.
+// policyMetadata is route metadata holding policy in the cors namespace.
+func policyMetadata(t *testing.T, policy map[string]any) *corev3.Metadata {
+	t.Helper()
+	s, err := structpb.NewStruct(policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{corsNamespace: s}}
+}
+
+// withCheckRoutes adds checkRoutes to the route table of c, and the filters and cluster of the
+// local-reply routes (withLocalReplyFilters), in c.hcm and in the listener of c.bootstrap alike.
 func withCheckRoutes(t *testing.T, c envoyConfig) {
 	t.Helper()
 	c.hcm.GetRouteConfig().VirtualHosts = append(c.hcm.GetRouteConfig().GetVirtualHosts(), checkRoutes(t))
+	withLocalReplyFilters(t, c)
 	a, err := anypb.New(c.hcm)
 	if err != nil {
 		t.Fatal(err)

@@ -121,3 +121,15 @@ func TestDockerCompose(t *testing.T) {
 		}
 	}
 }
+
+// The compose file runs the server in one-trip mode, which envoy.yaml's filter chain fits.
+func TestComposeRunsOneTrip(t *testing.T) {
+	var f composeFile
+	decodeStrict(t, "docker-compose.yaml", readFile(t, "docker-compose.yaml"), &f)
+	if !slices.Contains(f.Services["cors-extproc"].Command, "--mode=one-trip") {
+		t.Errorf("cors-extproc command %v: want --mode=one-trip", f.Services["cors-extproc"].Command)
+	}
+	if errs, _ := headerChain(t).Check(true, "cors-extproc"); len(errs) > 0 {
+		t.Errorf("envoy.yaml does not fit one-trip: %v", errs)
+	}
+}

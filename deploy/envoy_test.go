@@ -12,10 +12,14 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/common/matching/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/matcher/action/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -182,6 +186,14 @@ func TestEnvoyBootstrap(t *testing.T) {
 	ext := slices.Index(c.filters, extProcFilter)
 	if ext != 0 || c.filters[len(c.filters)-1] != routerFilter {
 		t.Errorf("HTTP filters %v: want ext_proc first and the router last", c.filters)
+	}
+	// The header filters fit both server modes (docs/envoy-extproc.md section 7), with the
+	// namespace the servers send.
+	for _, oneTrip := range []bool{false, true} {
+		errs, warnings := headerChain(t).Check(oneTrip, "cors-extproc")
+		if len(errs)+len(warnings) > 0 {
+			t.Errorf("envoy.yaml filter chain, one-trip %v: %v %v", oneTrip, errs, warnings)
+		}
 	}
 	if c.hcm.GetRds() != nil || c.hcm.GetRouteConfig() == nil {
 		t.Error("routes must be inline (route_config), so the file runs as is")

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cors-extproc/cors-extproc/internal/processor"
 	"github.com/cors-extproc/cors-extproc/internal/realenvoy"
 	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
@@ -52,22 +53,27 @@ const upstreamHeader = "x-test-upstream"
 
 func startDeployStack(t *testing.T, bin realenvoy.Binary, service *servicetest.Service) *deployStack {
 	t.Helper()
-	return startStack(t, bin, service, loadEnvoy(t))
+	return startStack(t, bin, service, loadEnvoy(t), service.GRPCAddr)
 }
 
-// startStack is startDeployStack with a variant of envoy.yaml.
-func startStack(t *testing.T, bin realenvoy.Binary, service *servicetest.Service, cfg envoyConfig) *deployStack {
+// startStack is startDeployStack with a variant of envoy.yaml, and Envoy's ext_proc cluster
+// sent to extProcAddr (the service, or a realenvoy.Recorder in front of it).
+func startStack(t *testing.T, bin realenvoy.Binary, service *servicetest.Service, cfg envoyConfig, extProcAddr string) *deployStack {
 	t.Helper()
 	s := &deployStack{service: service, cfg: cfg}
 	withCheckRoutes(t, s.cfg)
 	s.upstream = realenvoy.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(upstreamHeader) == "slow" {
+			// Past the local-504 route's timeout.
+			time.Sleep(time.Second)
+		}
 		for k, vs := range upstreamAnswers[r.Header.Get(upstreamHeader)] {
 			w.Header()[k] = vs
 		}
 		w.WriteHeader(http.StatusOK)
 	})
 	realenvoy.Loopback(t, s.cfg.bootstrap, map[string]string{
-		"cors-extproc":  service.GRPCAddr,
+		"cors-extproc":  extProcAddr,
 		"demo-upstream": s.upstream.Addr,
 	})
 	s.envoy = realenvoy.Start(t, bin, s.cfg.bootstrap, realenvoy.Options{})
@@ -104,50 +110,67 @@ func (s *deployStack) do(t *testing.T, tc routeCase, tag string) *http.Response 
 	return res
 }
 
-// TestRealEnvoyRoutesBehave plays envoyRouteCases through deploy/envoy.yaml on every pinned
-// Envoy release: the status and every CORS header byte for byte, and what the upstream saw.
+// TestRealEnvoyRoutesBehave plays routeCases through deploy/envoy.yaml on every pinned Envoy
+// release, with the server in each mode: the status and every CORS header byte for byte, and
+// what the upstream saw.
 func TestRealEnvoyRoutesBehave(t *testing.T) {
 	bins := realenvoy.Binaries(t)
-	service := servicetest.Start(t, servicetest.Build(t), deploymentArgs...)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("cors-extproc log:\n%s", service.Log())
-		}
-	})
-	for _, bin := range bins {
-		t.Run(bin.Version, func(t *testing.T) {
-			s := startDeployStack(t, bin, service)
-			for i, tc := range envoyRouteCases {
-				t.Run(tc.name, func(t *testing.T) {
-					tag := fmt.Sprintf("%s-%d", bin.Version, i)
-					res := s.do(t, tc, tag)
-					if res.StatusCode != tc.status {
-						t.Errorf("status %d, want %d", res.StatusCode, tc.status)
-					}
-					if cors := corsHeaders(res.Header); !sameHeaders(cors, tc.cors) {
-						t.Errorf("CORS headers\n got %v\nwant %v", cors, tc.cors)
-					}
-					seen := s.upstream.Tagged(tag)
-					switch {
-					case tc.answered && len(seen) > 0:
-						t.Errorf("the upstream saw the request; cors-extproc should have answered it")
-					case !tc.answered && len(seen) != 1:
-						t.Errorf("the upstream saw the request %d times, want once", len(seen))
-					case !tc.answered:
-						// cors-extproc never changes the request: the upstream gets the method
-						// and every header the client sent.
-						if want := tc.method; want != "" && seen[0].Method != want {
-							t.Errorf("the upstream saw %s, want %s", seen[0].Method, want)
-						}
-						for _, kv := range tc.headers {
-							if got := seen[0].Header.Values(kv[0]); len(got) != 1 || got[0] != kv[1] {
-								t.Errorf("the upstream saw %s %q, want %q", kv[0], got, kv[1])
+	bin := servicetest.Build(t)
+	for _, mode := range serverModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			service := servicetest.Start(t, bin, append(slices.Clone(deploymentArgs), "--mode", mode.String())...)
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("cors-extproc log:\n%s", service.Log())
+				}
+			})
+			for _, bin := range bins {
+				t.Run(bin.Version, func(t *testing.T) {
+					s := startDeployStack(t, bin, service)
+					for i, tc := range routeCases {
+						t.Run(tc.name, func(t *testing.T) {
+							tag := fmt.Sprintf("%s-%s-%d", mode, bin.Version, i)
+							if tc.local == localRateLimit {
+								// The route's bucket holds one token: the first request takes it.
+								s.do(t, tc, tag+"-first")
 							}
-						}
+							res := s.do(t, tc, tag)
+							if res.StatusCode != tc.status {
+								t.Errorf("status %d, want %d", res.StatusCode, tc.status)
+							}
+							if cors := corsHeaders(res.Header); !sameHeaders(cors, tc.cors) {
+								t.Errorf("CORS headers\n got %v\nwant %v", cors, tc.cors)
+							}
+							s.checkUpstream(t, tc, tag)
+						})
 					}
 				})
 			}
 		})
+	}
+}
+
+// checkUpstream checks what the upstream saw of one case's request.
+func (s *deployStack) checkUpstream(t *testing.T, tc routeCase, tag string) {
+	t.Helper()
+	seen := s.upstream.Tagged(tag)
+	reaches := !tc.answered && (tc.local == "" || tc.local == localTimeout)
+	switch {
+	case !reaches && len(seen) > 0:
+		t.Errorf("the upstream saw the request; it should not have reached it")
+	case reaches && len(seen) != 1:
+		t.Errorf("the upstream saw the request %d times, want once", len(seen))
+	case reaches:
+		// cors-extproc never changes the request: the upstream gets the method and every
+		// header the client sent.
+		if want := tc.method; want != "" && seen[0].Method != want {
+			t.Errorf("the upstream saw %s, want %s", seen[0].Method, want)
+		}
+		for _, kv := range tc.headers {
+			if got := seen[0].Header.Values(kv[0]); len(got) != 1 || got[0] != kv[1] {
+				t.Errorf("the upstream saw %s %q, want %q", kv[0], got, kv[1])
+			}
+		}
 	}
 }
 
@@ -171,5 +194,59 @@ func TestRealEnvoyAccessLogGetsDecisions(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// TestRealEnvoyRoundTrips counts the ext_proc messages of each request shape on every pinned
+// Envoy (docs/envoy-extproc.md section 7): in one-trip mode an actual request from an allowed
+// origin costs one round trip, where two-phase costs two; a response that must lose the
+// upstream's ACAO keeps the response phase in both. Envoy's own replies reach ext_proc only
+// from 1.37 on (1.36 skips them), which is why the header filters decorate them.
+func TestRealEnvoyRoundTrips(t *testing.T) {
+	bins := realenvoy.Binaries(t)
+	build := servicetest.Build(t)
+	cases := []struct {
+		tc                  routeCase
+		twoPhase, oneTrip   int // messages on the stream
+		localReplyToExtProc bool
+	}{
+		{tc: routeCase{name: "preflight answered", route: "spa-api", method: "OPTIONS",
+			headers: [][2]string{origin("https://app.example.com"), {acrm, "PUT"}}}, twoPhase: 1, oneTrip: 1},
+		{tc: routeCase{name: "actual, allowed origin", route: "spa-api",
+			headers: [][2]string{origin("https://app.example.com")}}, twoPhase: 2, oneTrip: 1},
+		{tc: routeCase{name: "actual, rejected origin", route: "spa-api",
+			headers: [][2]string{origin("https://evil.test")}}, twoPhase: 2, oneTrip: 2},
+		{tc: routeCase{name: "no policy", route: "no-policy", headers: [][2]string{origin("https://app.example.com")}},
+			twoPhase: 1, oneTrip: 1},
+		{tc: routeCase{name: "503 of Envoy's own, allowed origin", route: "local-503", local: localNoUpstream,
+			headers: [][2]string{origin("https://app.example.com")}}, twoPhase: 2, oneTrip: 1, localReplyToExtProc: true},
+	}
+	for _, mode := range serverModes {
+		service := servicetest.Start(t, build, append(slices.Clone(deploymentArgs), "--mode", mode.String())...)
+		for _, bin := range bins {
+			t.Run(mode.String()+"/"+bin.Version, func(t *testing.T) {
+				rec := realenvoy.NewRecorder(t, service.GRPCAddr)
+				s := startStack(t, bin, service, loadEnvoy(t), rec.Addr)
+				for _, c := range cases {
+					rec.Reset()
+					s.do(t, c.tc, "round-trips")
+					want := c.twoPhase
+					if mode == processor.ModeOneTrip {
+						want = c.oneTrip
+					}
+					if c.localReplyToExtProc && !bin.AtLeast("1.37") {
+						want = 1
+					}
+					streams := rec.Streams()
+					if len(streams) != 1 || len(streams[0].Requests) != want {
+						var got []int
+						for _, st := range streams {
+							got = append(got, len(st.Requests))
+						}
+						t.Errorf("%s: messages per stream %v, want [%d]", c.tc.name, got, want)
+					}
+				}
+			})
+		}
 	}
 }

@@ -374,7 +374,7 @@ func TestRealEnvoyMutualTLS(t *testing.T) {
 				cfg := loadEnvoy(t)
 				cfg.cluster(t, "cors-extproc").TransportSocket = &corev3.TransportSocket{Name: socket.GetName(),
 					ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: typed}}
-				s := startStack(t, bin, service, cfg)
+				s := startStack(t, bin, service, cfg, service.GRPCAddr)
 				res := s.do(t, preflight, "tls")
 				if cors := corsHeaders(res.Header); res.StatusCode != preflight.status || !sameHeaders(cors, preflight.cors) {
 					t.Errorf("preflight over mutual TLS: %d %v, want %d %v", res.StatusCode, cors, preflight.status, preflight.cors)
