@@ -76,8 +76,9 @@ type benchShape struct {
 	name string
 	// request is request_headers with the route's attributes; response is response_headers.
 	request, response rawMessage
-	// oursRounds is how many round trips the processor needs; the baseline always needs two.
-	oursRounds int
+	// oursRounds is how many round trips the processor needs in two-phase mode, oneTripRounds
+	// in one-trip mode; the baseline always needs two.
+	oursRounds, oneTripRounds int
 	// oursReply is the reply kind the processor gives to request_headers.
 	oursReply protowire.Number
 }
@@ -106,12 +107,12 @@ func benchShapes(tb testing.TB) []benchShape {
 	response := responseHeadersMessage(tb, [][2]string{{":status", "200"}, {"content-type", "application/json"},
 		{"content-length", "512"}, {"vary", "Accept-Encoding"}, {"cache-control", "no-store"}})
 	return []benchShape{
-		{name: "preflight", oursRounds: 1, oursReply: replyImmediate, response: response,
+		{name: "preflight", oursRounds: 1, oneTripRounds: 1, oursReply: replyImmediate, response: response,
 			request: requestHeadersMessage(tb, "OPTIONS", benchPolicyFields, append(slices.Clone(withOrigin),
 				[2]string{"access-control-request-method", "PUT"}, [2]string{"access-control-request-headers", "content-type"}))},
-		{name: "actual", oursRounds: 2, oursReply: replyRequestHeaders, response: response,
+		{name: "actual", oursRounds: 2, oneTripRounds: 1, oursReply: replyRequestHeaders, response: response,
 			request: requestHeadersMessage(tb, "GET", benchPolicyFields, withOrigin)},
-		{name: "skip", oursRounds: 1, oursReply: replyRequestHeaders, response: response,
+		{name: "skip", oursRounds: 1, oneTripRounds: 1, oursReply: replyRequestHeaders, response: response,
 			request: requestHeadersMessage(tb, "GET", skipFields, common)},
 	}
 }
@@ -382,10 +383,17 @@ func median(xs []float64) float64 {
 // multiplexes them, for each request shape, against the processor and the no-op baseline.
 // Client and server share the process and its cores: ns/exchange and cpu-ns/exchange include
 // the client's share, which is the same per round trip for both servers.
+//
+// "ours" is the server in two-phase mode as cmd runs it (the response headers also returned as
+// metadata, for Envoy's header filters), "ours-one-trip" in one-trip mode (docs/envoy-extproc.md
+// section 7).
 func BenchmarkExchange(b *testing.B) {
-	srv, err := New(Options{})
-	if err != nil {
-		b.Fatal(err)
+	newServer := func(mode Mode) *Server {
+		srv, err := New(Options{Mode: mode, HeadersNamespace: "cors-extproc"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return srv
 	}
 	servers := []struct {
 		name string
@@ -393,7 +401,8 @@ func BenchmarkExchange(b *testing.B) {
 	}{
 		// The baseline runs first so that ours can report its ratio to it.
 		{"baseline", serveTCP(b, noopServer{}, benchServerOptions()...)},
-		{"ours", serveTCP(b, srv, benchServerOptions()...)},
+		{"ours", serveTCP(b, newServer(ModeTwoPhase), benchServerOptions()...)},
+		{"ours-one-trip", serveTCP(b, newServer(ModeOneTrip), benchServerOptions()...)},
 	}
 	for _, shape := range benchShapes(b) {
 		for _, streams := range []int{1, 64, 512} {
@@ -401,8 +410,11 @@ func BenchmarkExchange(b *testing.B) {
 			for _, server := range servers {
 				b.Run(key+"/"+server.name, func(b *testing.B) {
 					wantRounds, wantReply := 2, replyRequestHeaders
-					if server.name == "ours" {
+					switch server.name {
+					case "ours":
 						wantRounds, wantReply = shape.oursRounds, shape.oursReply
+					case "ours-one-trip":
+						wantRounds, wantReply = shape.oneTripRounds, shape.oursReply
 					}
 					// Warm up: the connection, the policy cache, the server's buffers.
 					for range 10 {

@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"strings"
 	"sync"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -81,30 +82,73 @@ func (m *decisionMetadata) build(k decisionKey) *structpb.Struct {
 	}}
 }
 
-// headersMetadata returns the dynamic metadata of a request phase that carries the headers of
-// its actual response, rd, for Envoy's header filter (docs/envoy-extproc.md section 7): under
-// namespace ns, one string per header named after it (access-control-allow-origin,
+// headersMetadata builds the dynamic metadata of a request phase that carries the headers of
+// its actual response, for Envoy's header filter (docs/envoy-extproc.md section 7): under its
+// namespace, one string per header named after it (access-control-allow-origin,
 // access-control-allow-credentials, access-control-expose-headers, and vary for the `Origin` to
 // add beside the upstream's). A header the response does not get is absent, which the filter's
-// %DYNAMIC_METADATA% formats as empty, and Envoy adds nothing for an empty value. decision is the
-// decision's own metadata (nil without --dynamic-metadata); it is shared, so it is not changed:
-// its fields are copied beside the headers'.
-func headersMetadata(ns string, rd *policy.ResponseDecision, decision *structpb.Struct) *structpb.Struct {
-	n := rd.Set.Len()
-	if rd.AppendVary {
-		n++
-	}
-	if n == 0 {
+// %DYNAMIC_METADATA% formats as empty, and Envoy adds nothing for an empty value.
+//
+// Like decisionMetadata, each distinct result is built once and shared by every reply that
+// carries it, in a map emptied when full: the values are the policy's, except an ACAO echoing
+// the request Origin, and browsers send few distinct Origins to one policy.
+type headersMetadata struct {
+	namespace string
+	max       int
+	mu        sync.RWMutex
+	structs   map[headersKey]*structpb.Struct
+}
+
+// headersKey is what a headers metadata Struct depends on: the decision's own metadata (nil
+// without --dynamic-metadata), which is merged into the same namespace when it shares it, and
+// the headers.
+type headersKey struct {
+	decision                   *structpb.Struct
+	allowOrigin, exposeHeaders string
+	credentials, vary          bool
+}
+
+func newHeadersMetadata(namespace string, max int) *headersMetadata {
+	return &headersMetadata{namespace: namespace, max: max, structs: make(map[headersKey]*structpb.Struct)}
+}
+
+// get returns the metadata carrying rd's headers beside decision, the decision's own metadata
+// (nil for none; it is shared, so it is not changed), or decision itself when rd sets nothing.
+func (m *headersMetadata) get(rd *policy.ResponseDecision, decision *structpb.Struct) *structpb.Struct {
+	k := headersKey{decision: decision, vary: rd.AppendVary}
+	k.allowOrigin, _ = rd.Set.Get(policy.HeaderAllowOrigin)
+	k.exposeHeaders, _ = rd.Set.Get(policy.HeaderExposeHeaders)
+	_, k.credentials = rd.Set.Get(policy.HeaderAllowCredentials)
+	if k.allowOrigin == "" && k.exposeHeaders == "" && !k.credentials && !k.vary {
 		return decision
 	}
-	inner := decision.GetFields()[ns].GetStructValue().GetFields()
-	fields := make(map[string]*structpb.Value, n+len(inner))
+	m.mu.RLock()
+	st, ok := m.structs[k]
+	m.mu.RUnlock()
+	if ok {
+		return st
+	}
+	// The ACAO may share the request's bytes (headerValue); the map keeps a copy of its own.
+	k.allowOrigin = strings.Clone(k.allowOrigin)
+	st = m.build(rd, decision)
+	m.mu.Lock()
+	if len(m.structs) >= m.max {
+		clear(m.structs)
+	}
+	m.structs[k] = st
+	m.mu.Unlock()
+	return st
+}
+
+func (m *headersMetadata) build(rd *policy.ResponseDecision, decision *structpb.Struct) *structpb.Struct {
+	inner := decision.GetFields()[m.namespace].GetStructValue().GetFields()
+	fields := make(map[string]*structpb.Value, rd.Set.Len()+1+len(inner))
 	for k, v := range inner {
 		fields[k] = v
 	}
 	for i := range rd.Set.Len() {
 		h := rd.Set.At(i)
-		fields[h.Name] = structpb.NewStringValue(h.Value)
+		fields[h.Name] = structpb.NewStringValue(strings.Clone(h.Value))
 	}
 	if rd.AppendVary {
 		fields[policy.HeaderVary] = structpb.NewStringValue(policy.VaryOrigin)
@@ -113,6 +157,6 @@ func headersMetadata(ns string, rd *policy.ResponseDecision, decision *structpb.
 	for k, v := range decision.GetFields() {
 		out.Fields[k] = v
 	}
-	out.Fields[ns] = structpb.NewStructValue(&structpb.Struct{Fields: fields})
+	out.Fields[m.namespace] = structpb.NewStructValue(&structpb.Struct{Fields: fields})
 	return out
 }

@@ -476,3 +476,58 @@ func TestDynamicMetadataOverLimit(t *testing.T) {
 	assert.Equal(t, 403, res.Response.Status)
 	assert.Equal(t, "unusable_policy", res.DynamicMetadata["cors-extproc"].AsMap()["decision"])
 }
+
+// The response headers go to Envoy as metadata in both modes (docs/envoy-extproc.md section 7):
+// beside the decision when they share its namespace, in their own otherwise; one Struct per
+// distinct result, shared by the replies that carry it, the map bounded by CacheSize.
+func TestHeadersMetadata(t *testing.T) {
+	route := corsRoute(map[string]any{"origins": []string{app, "https://*.example.com"}, "credentials": true, "exposed_headers": "x-a, x-b"})
+	fromOrigin := func(o string) envoytest.Request {
+		return envoytest.Request{Headers: envoytest.Headers{{Key: "origin", Value: o}}}
+	}
+	for _, mode := range []Mode{ModeTwoPhase, ModeOneTrip} {
+		t.Run(mode.String(), func(t *testing.T) {
+			envoy, srv := newEnvoy(t, Options{Mode: mode, HeadersNamespace: "cors-extproc", DynamicMetadataNamespace: "cors-extproc", CacheSize: 2},
+				envoytest.Config{AllowModeOverride: true, ReceivingNamespaces: []string{"cors-extproc"}})
+			res, err := envoy.Do(testCtx(t), route, fromOrigin(app), nil)
+			require.NoError(t, err)
+			assert.Equal(t, map[string]any{
+				"decision": "actual", "origin": "allowed", "matched": app, "policy": "filter_metadata.cors", "report_only": false,
+				"access-control-allow-origin": app, "access-control-allow-credentials": "true",
+				"access-control-expose-headers": "x-a,x-b", "vary": "Origin",
+			}, res.DynamicMetadata["cors-extproc"].AsMap())
+			assert.Equal(t, mode == ModeTwoPhase, res.ResponsePhaseSent)
+
+			res, err = envoy.Do(testCtx(t), route, fromOrigin(evil), nil)
+			require.NoError(t, err)
+			assert.Equal(t, map[string]any{
+				"decision": "actual", "origin": "rejected", "policy": "filter_metadata.cors", "report_only": false,
+				"access-control-allow-credentials": "true", "access-control-expose-headers": "x-a,x-b", "vary": "Origin",
+			}, res.DynamicMetadata["cors-extproc"].AsMap(), "a rejected Origin: no ACAO")
+			assert.True(t, res.ResponsePhaseSent, "only the response phase removes an upstream ACAO")
+
+			for _, o := range []string{"https://a.example.com", "https://b.example.com", "https://c.example.com"} {
+				_, err = envoy.Do(testCtx(t), route, fromOrigin(o), nil)
+				require.NoError(t, err)
+				assert.LessOrEqual(t, len(srv.headers.structs), 2, "bounded by CacheSize")
+			}
+		})
+	}
+
+	// In a namespace of their own, without the decision's.
+	envoy, srv := newEnvoy(t, Options{Mode: ModeOneTrip, HeadersNamespace: "cors-headers"},
+		envoytest.Config{AllowModeOverride: true, ReceivingNamespaces: []string{"cors-headers"}})
+	res, err := envoy.Do(testCtx(t), corsRoute(map[string]any{}), fromOrigin(app), nil)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"access-control-allow-origin": "*"}, res.DynamicMetadata["cors-headers"].AsMap())
+	require.Len(t, srv.headers.structs, 1)
+	for _, st := range srv.headers.structs {
+		_, err = envoy.Do(testCtx(t), corsRoute(map[string]any{}), fromOrigin(evil), nil)
+		require.NoError(t, err)
+		require.Len(t, srv.headers.structs, 1, "the same headers: the same Struct")
+		assert.Same(t, st, srv.headers.structs[headersKey{allowOrigin: "*"}])
+	}
+
+	_, err = New(Options{Mode: ModeOneTrip})
+	require.EqualError(t, err, "mode one-trip needs a namespace for the response headers' metadata")
+}

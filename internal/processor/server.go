@@ -128,7 +128,7 @@ type Server struct {
 	metrics       *metrics
 	metadata      *decisionMetadata // nil when no dynamic metadata is sent
 	mode          Mode
-	headersNS     string // namespace of the response headers' metadata; "" for none
+	headers       *headersMetadata // nil when the response headers are not sent as metadata
 	headerLog     logLimiter
 }
 
@@ -187,7 +187,10 @@ func New(opts Options) (*Server, error) {
 	if opts.Mode == ModeOneTrip && opts.HeadersNamespace == "" {
 		return nil, errors.New("mode one-trip needs a namespace for the response headers' metadata")
 	}
-	s.mode, s.headersNS = opts.Mode, opts.HeadersNamespace
+	s.mode = opts.Mode
+	if opts.HeadersNamespace != "" {
+		s.headers = newHeadersMetadata(opts.HeadersNamespace, opts.CacheSize)
+	}
 	if opts.DynamicMetadataNamespace != "" {
 		s.metadata = newDecisionMetadata(opts.DynamicMetadataNamespace, opts.CacheSize)
 	}
@@ -333,11 +336,11 @@ func (s *Server) decideRequest(ctx context.Context, res *Resolution, headers []*
 // an upstream ACAO must be removed. Its decision is taken as if the upstream's Vary did not list
 // Origin: the header filter checks the upstream's Vary itself (docs/envoy-extproc.md section 7).
 func (s *Server) decorate(p *policy.Policy, d *policy.RequestDecision, md *structpb.Struct) (*policy.Policy, policy.RequestDecision, *extprocv3.ProcessingResponse) {
-	if s.headersNS == "" {
+	if s.headers == nil {
 		return p, *d, continueRequest(false, md)
 	}
 	rd := p.Decorate(d, false)
-	md = headersMetadata(s.headersNS, &rd, md)
+	md = s.headers.get(&rd, md)
 	if s.mode == ModeOneTrip && !rd.RemoveAllowOrigin {
 		return nil, *d, continueRequest(true, md)
 	}
