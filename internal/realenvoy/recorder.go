@@ -5,12 +5,15 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 )
@@ -38,7 +41,8 @@ type Recorder struct {
 }
 
 // NewRecorder serves a Recorder on loopback that forwards every stream to the ext_proc server
-// at backend. It stops when the test ends.
+// at backend. It answers gRPC health checks SERVING itself, as the ext_proc cluster of the
+// shipped configurations checks its endpoints. It stops when the test ends.
 func NewRecorder(t testing.TB, backend string) *Recorder {
 	t.Helper()
 	conn, err := grpc.NewClient(backend, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -52,6 +56,7 @@ func NewRecorder(t testing.TB, backend string) *Recorder {
 	r := &Recorder{Addr: ln.Addr().String(), backend: extprocv3.NewExternalProcessorClient(conn)}
 	srv := grpc.NewServer()
 	extprocv3.RegisterExternalProcessorServer(srv, r)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() {
 		srv.Stop()
@@ -64,7 +69,16 @@ func NewRecorder(t testing.TB, backend string) *Recorder {
 func (r *Recorder) Streams() []*Stream {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]*Stream(nil), r.streams...)
+	// Copies taken under the lock: a test may read them while Envoy still sends on other
+	// streams, and Process appends to those.
+	out := make([]*Stream, len(r.streams))
+	for i, s := range r.streams {
+		c := *s
+		c.Requests = slices.Clone(s.Requests)
+		c.Responses = slices.Clone(s.Responses)
+		out[i] = &c
+	}
+	return out
 }
 
 // Reset forgets the recorded streams.
