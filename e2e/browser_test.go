@@ -51,6 +51,8 @@ func chromiumPath(t *testing.T) string {
 type browserSession struct {
 	ctx     context.Context
 	version string
+	// wire is what Chromium reports of every request it sends (wire_test.go).
+	wire *wireLog
 
 	mu      sync.Mutex
 	console []chromedp.ConsoleMessage
@@ -91,6 +93,9 @@ func startBrowser(t *testing.T, path, hostRules, addressSpaces string) *browserS
 		t.Fatalf("starting Chromium (%s): %v", path, err)
 	}
 	b.version = v.Product
+	if b.wire, err = listenWire(ctx); err != nil {
+		t.Fatalf("Chromium: %v", err)
+	}
 	// The console carries Chromium's own account of each CORS failure; it is shown on the
 	// results page, never used for a verdict (its messages arrive asynchronously).
 	messages := chromedp.Console(ctx)

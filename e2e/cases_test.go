@@ -53,7 +53,8 @@ type caseRun struct {
 	Case browserCase
 	// Out holds what the page's JavaScript got, one per call.
 	Out []outcome
-	// Seen holds the front's exchanges of the case, in arrival order.
+	// Seen holds the exchanges of the case in the order they reached the front: what Chromium
+	// sent and got, joined to what the front side did (wire_test.go).
 	Seen []exchange
 	// Console holds what Chromium logged about the case's URLs.
 	Console []string

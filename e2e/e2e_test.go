@@ -15,58 +15,80 @@ import (
 	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
 
-// TestBrowser runs every case in one Chromium against the real service behind the front, then
-// writes the results page and its screenshot.
-// testMessageTimeout replaces Envoy's 200 ms per-message timeout: the suite runs under the race
-// detector beside a browser on a 2-core machine, where one exchange can take longer.
+// testMessageTimeout replaces Envoy's 200 ms per-message timeout in both fronts: the suite runs
+// under the race detector beside a browser on a 2-core machine, where one exchange can take
+// longer. A timeout would still show: envoytest reports it, and the real Envoy counts it.
 const testMessageTimeout = 5 * time.Second
 
+// TestBrowser runs every case through the envoytest front, with its own Chromium and its own
+// service, and writes the results page and screenshot.
 func TestBrowser(t *testing.T) {
 	chromium := chromiumPath(t)
-	start := time.Now()
+	bin := servicetest.Build(t)
 
-	// The front's ports come first: Chromium's host rules name them. The second port is the
-	// "public" one (see publicHost).
-	mainLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	publicLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Run("envoytest", func(t *testing.T) {
+		t.Parallel()
+		svc := startService(t, bin)
+		conn, err := grpc.NewClient(svc.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		f := &envoytestFront{
+			envoy:  envoytest.New(conn, envoytest.Config{AllowModeOverride: true, MessageTimeout: testMessageTimeout}),
+			routes: envoyRoutes(),
+		}
+		// Two ports: the second is the "public" one (see publicHost).
+		srv := &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second}
+		var addrs [2]string
+		for i := range addrs {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addrs[i] = ln.Addr().String()
+			go func() { _ = srv.Serve(ln) }()
+		}
+		t.Cleanup(func() { _ = srv.Close() })
+		runSuite(t, chromium, stack{front: f, name: "envoytest (Envoy played in Go)", file: "envoytest",
+			main: addrs[0], public: addrs[1], svc: svc})
+	})
+}
 
-	// The real binary, not processor.New in-process, so that the flags, the policy file loading
-	// and the gRPC server setup are what the browser is judged against.
-	svc := servicetest.Start(t, servicetest.Build(t), "--admin-addr", "", "--drain-period", "0s",
+// startService runs the real binary, not processor.New in-process, so that the flags, the
+// policy file loading and the gRPC server setup are what the browser is judged against.
+func startService(t *testing.T, bin string) *servicetest.Service {
+	t.Helper()
+	return servicetest.Start(t, bin, "--admin-addr", "", "--drain-period", "0s",
 		"--shutdown-grace", "5s", "--policies", servicetest.WritePolicies(t, namedPolicies))
-	conn, err := grpc.NewClient(svc.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	f := &front{
-		envoy:  envoytest.New(conn, envoytest.Config{AllowModeOverride: true, MessageTimeout: testMessageTimeout}),
-		routes: envoyRoutes(),
-		site:   siteRoute,
-	}
-	srv := &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(mainLn) }()
-	go func() { _ = srv.Serve(publicLn) }()
-	t.Cleanup(func() { _ = srv.Close() })
+}
 
-	hostRules := fmt.Sprintf("MAP %s %s, MAP *.test %s, MAP * ~NOTFOUND", publicHost, publicLn.Addr(), mainLn.Addr())
-	_, publicPort, _ := net.SplitHostPort(publicLn.Addr().String())
+// stack is one front with the service behind it, ready for a browser.
+type stack struct {
+	front
+	// name says what plays Envoy, for the results page; file names its results files.
+	name, file string
+	// main and public are the front's two addresses (see publicHost).
+	main, public string
+	svc          *servicetest.Service
+}
+
+// runSuite plays every case in one Chromium through s, then writes the results page and its
+// screenshot.
+func runSuite(t *testing.T, chromium string, s stack) {
+	start := time.Now()
+	hostRules := fmt.Sprintf("MAP %s %s, MAP *.test %s, MAP * ~NOTFOUND", publicHost, s.public, s.main)
+	_, publicPort, _ := net.SplitHostPort(s.public)
 	publicOrigin := "http://" + publicHost + ":" + publicPort
-	b := startBrowser(t, chromium, hostRules, publicLn.Addr().String()+"=public")
-	t.Logf("%s; cors-extproc gRPC on %s; front on %s (public: %s)", b.version, svc.GRPCAddr, mainLn.Addr(), publicLn.Addr())
+	b := startBrowser(t, chromium, hostRules, s.public+"=public")
+	t.Logf("%s; %s on %s (public: %s); cors-extproc gRPC on %s", b.version, s.name, s.main, s.public, s.svc.GRPCAddr)
 
 	var runs []*caseRun
 	for _, c := range browserCases(publicOrigin) {
-		r := &caseRun{Case: c, svc: svc}
+		r := &caseRun{Case: c, svc: s.svc}
 		runs = append(runs, r)
 		t.Run(c.Name, func(t *testing.T) {
-			r.Err = play(b, f, r)
+			r.Err = play(b, s, r)
 			if r.Err != nil {
 				t.Error(r.Err)
 			}
@@ -76,28 +98,24 @@ func TestBrowser(t *testing.T) {
 		})
 	}
 
-	// The whole run: the service never broke the ext_proc contract (envoytest reports it).
-	var contract []string
-	for _, ex := range f.all() {
-		if ex.Err != "" {
-			contract = append(contract, fmt.Sprintf("%s %s%s: %s", ex.Method, ex.Host, ex.Path, ex.Err))
-		}
-	}
-	if len(contract) > 0 {
-		t.Errorf("ext_proc exchanges that failed (Envoy would answer 500 or 504):\n%s", strings.Join(contract, "\n"))
+	// The whole run: the service never broke the ext_proc contract.
+	faults := s.faults(t)
+	if len(faults) > 0 {
+		t.Errorf("ext_proc exchanges that failed:\n%s", strings.Join(faults, "\n"))
 	}
 
 	b.syncConsole()
 	attachConsole(b, runs)
 	rep := report{
+		Front:      s.name,
 		Browser:    b.version,
 		Started:    start,
 		Duration:   time.Since(start).Round(time.Second),
 		Runs:       runs,
-		Contract:   contract,
-		Preflights: f.preflights(),
+		Contract:   faults,
+		Preflights: preflightsPerRoute(s.front),
 	}
-	html, png, err := writeResults(b, rep)
+	html, png, err := writeResults(b, s.file, rep)
 	if err != nil {
 		t.Errorf("writing the results page: %v", err)
 		return
@@ -106,7 +124,7 @@ func TestBrowser(t *testing.T) {
 }
 
 // play runs one case in the browser and judges it.
-func play(b *browserSession, f *front, r *caseRun) error {
+func play(b *browserSession, s stack, r *caseRun) error {
 	c := r.Case
 	if c.Grant != "" {
 		if err := b.grant(c.Page, c.Grant); err != nil {
@@ -124,7 +142,13 @@ func play(b *browserSession, f *front, r *caseRun) error {
 		}
 		r.Out = append(r.Out, o)
 	}
-	r.Seen = f.exchanges("/c/" + c.Name + "/")
+	prefix := "/c/" + c.Name + "/"
+	srv := s.served(prefix)
+	seen, err := join(srv, b.wire.exchanged(prefix, len(srv)))
+	r.Seen = seen
+	if err != nil {
+		return err
+	}
 	return c.Check(r)
 }
 

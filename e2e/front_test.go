@@ -9,23 +9,26 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"testing"
 
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 )
 
-// route is one Envoy route as the front plays it: what ext_proc sees of the route, and the
-// upstream service behind it.
-type route struct {
-	envoy    envoytest.Route
-	upstream http.Handler
+// front stands where Envoy stands in a deployment: between the browser and the service, and in
+// front of the upstream API. The suite plays its cases through each front (e2e_test.go): the
+// envoytest front, Envoy played in Go, and a real Envoy (envoyfront_test.go).
+type front interface {
+	// served returns what the front, the service and the upstream did with each request whose
+	// path starts with prefix, in the order the requests arrived.
+	served(prefix string) []served
+	// faults lists every failure of the exchange with the service over the whole run.
+	faults(t *testing.T) []string
 }
 
-// exchange is one HTTP request as the front saw it: what the browser sent, what the service made
-// of it, and what went back to the browser.
-type exchange struct {
+// served is one HTTP request as the front side saw it: never what the browser got, which
+// Chromium itself reports (wire_test.go).
+type served struct {
 	Route, Method, Host, Path string
-	// Request is the header the browser sent.
-	Request http.Header
 	// Preflight: OPTIONS with Access-Control-Request-Method (and, from a browser, an Origin).
 	Preflight bool
 	// Answered: the service answered at once (immediate_response); the upstream was not asked.
@@ -33,36 +36,50 @@ type exchange struct {
 	// UpstreamCalled: the request reached the upstream; UpstreamHeader is what it answered.
 	UpstreamCalled bool
 	UpstreamHeader envoytest.Headers
-	// Status and Response are what the browser got.
-	Status   int
-	Response envoytest.Headers
-	// Err is the error of envoytest's Do: the service broke the ext_proc contract, or the stream
-	// failed. Envoy would then answer 500 or 504.
+	// Err says how the exchange with the service failed. Envoy would then answer 500 or 504, or
+	// with failure_mode_allow pass the request on without CORS processing.
 	Err string
 }
 
-// front is the test-only HTTP front: for each browser request it plays what Envoy does with the
-// ext_proc filter in its chain. It is built on the envoytest client so that the exchange with
-// the service is the one the contract page describes (request_headers with the route's
-// attributes, immediate_response or CONTINUE, response_headers), not an approximation of it.
-type front struct {
-	envoy *envoytest.Envoy
-	// routes maps a host name (without port) to its route; any other host gets site.
+// route is one Envoy route as the fronts play it: what ext_proc sees of the route, and the
+// upstream service behind it.
+type route struct {
+	envoy    envoytest.Route
+	upstream http.Handler
+}
+
+// routeTable picks a route by host name, as Envoy's virtual hosts do: each API host has its
+// route, any other host gets site.
+type routeTable struct {
 	routes map[string]route
 	site   route
+}
+
+func (rt routeTable) pick(host string) route {
+	if r, ok := rt.routes[hostname(host)]; ok {
+		return r
+	}
+	return rt.site
+}
+
+// envoytestFront is the test-only HTTP front that plays Envoy: for each browser request it does
+// what Envoy does with the ext_proc filter in its chain. It is built on the envoytest client so
+// that the exchange with the service is the one the contract page describes (request_headers
+// with the route's attributes, immediate_response or CONTINUE, response_headers), not an
+// approximation of it. It is fast and needs no Envoy; the real-Envoy front holds it to Envoy.
+type envoytestFront struct {
+	envoy  *envoytest.Envoy
+	routes routeTable
 
 	mu  sync.Mutex
-	log []exchange
+	log []served
 }
 
 // ServeHTTP plays Envoy for one request. envoytest carries headers only, so the request body
 // is read here and handed to the upstream, and the upstream's body is kept beside the envoytest
 // call and written back when the upstream was called.
-func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rt := f.site
-	if named, ok := f.routes[hostname(r.Host)]; ok {
-		rt = named
-	}
+func (f *envoytestFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt := f.routes.pick(r.Host)
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -83,26 +100,23 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return envoytest.Response{Status: upstream.status, Headers: toEnvoy(upstream.header), Body: len(upstream.body) > 0}
 	})
 
-	ex := exchange{
+	sv := served{
 		Route:          rt.envoy.Name,
 		Method:         r.Method,
 		Host:           r.Host,
 		Path:           r.URL.RequestURI(),
-		Request:        r.Header.Clone(),
-		Preflight:      r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "",
+		Preflight:      isPreflight(r.Method, r.Header),
 		Answered:       res.Answered,
 		UpstreamCalled: res.UpstreamCalled,
-		Status:         res.Response.Status,
-		Response:       res.Response.Headers,
 	}
 	if res.UpstreamCalled {
-		ex.UpstreamHeader = toEnvoy(upstream.header)
+		sv.UpstreamHeader = toEnvoy(upstream.header)
 	}
 	if doErr != nil {
-		ex.Err = doErr.Error()
+		sv.Err = doErr.Error()
 	}
 	f.mu.Lock()
-	f.log = append(f.log, ex)
+	f.log = append(f.log, sv)
 	f.mu.Unlock()
 
 	for _, h := range res.Response.Headers {
@@ -119,34 +133,45 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// exchanges returns the exchanges whose path starts with prefix, in arrival order.
-func (f *front) exchanges(prefix string) []exchange {
+func (f *envoytestFront) served(prefix string) []served {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []exchange
-	for _, ex := range f.log {
-		if strings.HasPrefix(ex.Path, prefix) {
-			out = append(out, ex)
+	var out []served
+	for _, sv := range f.log {
+		if strings.HasPrefix(sv.Path, prefix) {
+			out = append(out, sv)
 		}
 	}
 	return out
 }
 
-// preflights counts the preflights the front saw, per route.
-func (f *front) preflights() map[string]int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+// faults are the exchanges envoytest reported broken: the service broke the ext_proc contract,
+// or the stream failed.
+func (f *envoytestFront) faults(*testing.T) []string {
+	var out []string
+	for _, sv := range f.served("") {
+		if sv.Err != "" {
+			out = append(out, sv.Method+" "+sv.Host+sv.Path+": "+sv.Err)
+		}
+	}
+	return out
+}
+
+// preflightsPerRoute counts the preflights a front saw, per route.
+func preflightsPerRoute(f front) map[string]int {
 	n := map[string]int{}
-	for _, ex := range f.log {
-		if ex.Preflight {
-			n[ex.Route]++
+	for _, sv := range f.served("") {
+		if sv.Preflight {
+			n[sv.Route]++
 		}
 	}
 	return n
 }
 
-// all returns every exchange so far.
-func (f *front) all() []exchange { return f.exchanges("") }
+// isPreflight tells a CORS preflight: OPTIONS with Access-Control-Request-Method.
+func isPreflight(method string, h http.Header) bool {
+	return method == http.MethodOptions && h.Get("Access-Control-Request-Method") != ""
+}
 
 // upstreamResponse is what the upstream handler answered.
 type upstreamResponse struct {

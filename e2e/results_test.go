@@ -15,6 +15,8 @@ var resultsDir = filepath.Join("..", "e2e-results")
 
 // report is everything the results page shows.
 type report struct {
+	// Front says what stood where Envoy stands: envoytest, or which real Envoy release.
+	Front    string
 	Browser  string
 	Started  time.Time
 	Duration time.Duration
@@ -24,9 +26,10 @@ type report struct {
 	Preflights map[string]int
 }
 
-// writeResults writes results.html and has Chromium render it into results.png, so that a
-// person can see what the browser did without rerunning the suite. It returns both paths.
-func writeResults(b *browserSession, rep report) (string, string, error) {
+// writeResults writes results-NAME.html and has Chromium render it into results-NAME.png, so
+// that a person can see what the browser did without rerunning the suite; name tells the
+// fronts apart. It returns both paths.
+func writeResults(b *browserSession, name string, rep report) (string, string, error) {
 	dir, err := filepath.Abs(resultsDir)
 	if err != nil {
 		return "", "", err
@@ -38,7 +41,7 @@ func writeResults(b *browserSession, rep report) (string, string, error) {
 	if err := resultsPage.Execute(&sb, rep); err != nil {
 		return "", "", err
 	}
-	html := filepath.Join(dir, "results.html")
+	html := filepath.Join(dir, "results-"+name+".html")
 	if err := os.WriteFile(html, []byte(sb.String()), 0o644); err != nil {
 		return "", "", err
 	}
@@ -46,7 +49,7 @@ func writeResults(b *browserSession, rep report) (string, string, error) {
 	if err != nil {
 		return html, "", fmt.Errorf("screenshot: %w", err)
 	}
-	png := filepath.Join(dir, "results.png")
+	png := filepath.Join(dir, "results-"+name+".png")
 	return html, png, os.WriteFile(png, shot, 0o644)
 }
 
@@ -81,8 +84,8 @@ func (r *caseRun) Calls() []string {
 	return out
 }
 
-// Wire describes the front's exchanges of the run, one line each: what reached the front and
-// the CORS headers the browser got back.
+// Wire describes the exchanges of the run, one line each: the request, who answered it (the
+// front side's record), and the status and CORS headers Chromium reports it got.
 func (r *caseRun) Wire() []string {
 	var out []string
 	for _, ex := range r.Seen {
@@ -91,6 +94,8 @@ func (r *caseRun) Wire() []string {
 			s += " (preflight)"
 		}
 		switch {
+		case ex.Unserved:
+			s += fmt.Sprintf(" → %d, not seen by the service or the upstream", ex.Status)
 		case ex.Answered:
 			s += fmt.Sprintf(" → %d from cors-extproc", ex.Status)
 		case ex.UpstreamCalled:
@@ -100,8 +105,8 @@ func (r *caseRun) Wire() []string {
 		}
 		var cors []string
 		for _, h := range ex.Response {
-			if strings.HasPrefix(h.Key, "access-control-") || h.Key == "vary" {
-				cors = append(cors, strings.TrimPrefix(h.Key, "access-control-")+": "+h.Value)
+			if k := strings.ToLower(h.Key); strings.HasPrefix(k, "access-control-") || k == "vary" {
+				cors = append(cors, strings.TrimPrefix(k, "access-control-")+": "+h.Value)
 			}
 		}
 		if len(cors) == 0 {
@@ -186,14 +191,16 @@ tr.fail { background: #fff0f0; }
 .group { background: #f6f6f6; font-weight: bold; }
 .note { color: #664d00; } .err { color: #a00000; } .console { color: #555; }
 </style></head><body>
-<h1>cors-extproc browser suite</h1>
+<h1>cors-extproc browser suite · front: {{.Front}}</h1>
 <div>{{.Browser}} · {{.Started.Format "2006-01-02 15:04:05 MST"}} · {{.Duration}} ·
 {{with .Counts}}<b>{{index . "PASS"}} pass</b>, <b>{{index . "FAIL"}} fail</b>, {{index . "OBSERVED"}} observed{{end}}
 · ext_proc contract: {{if .Contract}}<span class="err">{{len .Contract}} failed exchange(s)</span>{{else}}no exchange failed{{end}}</div>
 <div><b>Private Network Access:</b> {{.PrivateNetwork}}</div>
-<p>Each case loads a page from one origin in headless Chromium and calls an API through a test front that hands each
-request and response to the real cors-extproc binary over ext_proc, as Envoy does. "Browser (JavaScript)" is what the
-page's fetch got; "On the wire" is what reached the front and the CORS headers sent back.</p>
+<p>Each case loads a page from one origin in headless Chromium and calls an API through the front named above, which hands
+each request and response to the real cors-extproc binary over ext_proc: envoytest plays Envoy in Go; a real Envoy runs
+deploy/envoy.yaml's filter chain and clusters with the suite's routes. "Browser (JavaScript)" is what the page's fetch got;
+"On the wire" is each request, who answered it (as the front side recorded), and the status and CORS headers Chromium
+reports it received.</p>
 <table>
 <col style="width:150px"><col style="width:280px"><col style="width:220px"><col style="width:320px"><col style="width:390px"><col style="width:200px">
 <tr><th>Case</th><th>Page origin · calls</th><th>Expected</th><th>Browser (JavaScript)</th><th>On the wire</th><th>Verdict</th></tr>

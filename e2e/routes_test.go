@@ -86,9 +86,10 @@ var apiRoutes = []apiRoute{
 		policy: map[string]any{"methods": []string{"PUT"}, "headers": []string{"x-request-id"}, "private_network": true}},
 }
 
-// envoyRoutes returns the front's route table: each API host with its route, as Envoy would
-// match it by :authority.
-func envoyRoutes() map[string]route {
+// envoyRoutes returns the route table both fronts serve: each API host with its route, as
+// Envoy matches it by :authority, and siteRoute for every other host. The real-Envoy front
+// turns it into Envoy's route configuration (envoyfront_test.go).
+func envoyRoutes() routeTable {
 	routes := make(map[string]route, len(apiRoutes))
 	for _, r := range apiRoutes {
 		er := envoytest.Route{Name: r.name}
@@ -102,7 +103,7 @@ func envoyRoutes() map[string]route {
 		}
 		routes[r.name+apiDomain] = route{envoy: er, upstream: r.upstream}
 	}
-	return routes
+	return routeTable{routes: routes, site: siteRoute}
 }
 
 // siteRoute serves every other host (the pages): a route without a policy, which the service

@@ -87,9 +87,11 @@ func caseOf(p string) string {
 
 // testPage is what every origin serves at /page. probe makes one fetch and reports what the
 // page's JavaScript could see: whether fetch resolved, the status, the body and the response
-// headers asked for (null when the browser hides one), or the error fetch rejected with.
+// headers asked for (null when the browser hides one), or the error fetch rejected with. The
+// empty icon keeps Chromium from fetching /favicon.ico behind the suite's back: no request is
+// in flight when a case's records are read.
 const testPage = `<!doctype html>
-<html><head><meta charset="utf-8"><title>cors-extproc e2e</title></head>
+<html><head><meta charset="utf-8"><title>cors-extproc e2e</title><link rel="icon" href="data:,"></head>
 <body><p>cors-extproc browser suite: this page makes the calls.</p>
 <script>
 window.probe = async function (url, init, read) {
