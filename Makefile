@@ -28,8 +28,10 @@ race:
 	$(GO) test -race -count=1 -tags vtprotobuf ./internal/processor/
 	$(GO) test -count=1 -run 'Alloc' ./internal/policy/ ./internal/processor/
 
-# The browser suite (e2e/): headless Chromium judges the real binary behind a test front that
-# plays Envoy. `test` builds and lints it too, but the suite runs only with CORS_E2E=1.
+# The browser suite (e2e/): headless Chromium judges the real binary behind two fronts, side by
+# side: envoytest playing Envoy, and the newest pinned Envoy (`make envoy`; ENVOY_BIN picks
+# another) running deploy/envoy.yaml's filter chain. `test` builds and lints it too, but the
+# suite runs only with CORS_E2E=1.
 e2e:
 	CORS_E2E=1 $(GO) test -race -count=1 -v -timeout 3m ./e2e/...
 

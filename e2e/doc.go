@@ -8,26 +8,34 @@
 //
 //   - The real service: ./cmd/cors-extproc is built into a temporary folder and started on
 //     loopback with free ports and a named-policy file, so that its flags and the --policies
-//     file are proved too (service_test.go).
-//   - A test-only HTTP front (front_test.go) that plays Envoy: it picks the route by Host, turns
-//     each browser request into an internal/envoytest request and hands it, and the upstream's
-//     response, to the service through envoytest, the same ext_proc exchange Envoy's filter makes.
-//     It is not a proxy and must not be used as one; it serves an in-process upstream API
+//     file are proved too (e2e_test.go).
+//   - Two fronts stand where Envoy stands, and every case runs through each (front_test.go):
+//     the envoytest front, a test-only HTTP server that plays Envoy with internal/envoytest
+//     (the same ext_proc exchange Envoy's filter makes, fast and without Envoy); and a real
+//     Envoy (envoyfront_test.go), the newest pinned release (ENVOY_BIN picks another), running
+//     deploy/envoy.yaml's listener, HTTP filter chain and clusters with the suite's route table,
+//     the service behind an internal/realenvoy Recorder. Both serve the in-process upstream API
 //     (upstream_test.go).
 //   - Chromium, driven over the DevTools protocol with chromedp (browser_test.go). Every *.test
 //     host name is mapped to the front with --host-resolver-rules, so origins carry no port and
-//     the browser reaches nothing else.
-//   - The cases (cases_test.go) and the results page (results_test.go): e2e-results/results.html
-//     and a screenshot of it taken by Chromium, e2e-results/results.png, at the repository root
-//     (git-ignored), showing each case, what the page's JavaScript got, what the front saw, and
-//     the verdict.
+//     the browser reaches nothing else. What the browser sent and received is Chromium's own
+//     account (the Network domain's ExtraInfo events, wire_test.go); what the service and the
+//     upstream did is the front's record (for the real Envoy: the Recorder's streams and the
+//     upstream's log). The two are joined request by request.
+//   - The cases (cases_test.go) and the results pages (results_test.go): for each front,
+//     e2e-results/results-FRONT.html and a screenshot of it taken by Chromium,
+//     e2e-results/results-FRONT.png, at the repository root (git-ignored; FRONT is envoytest or
+//     envoy-VERSION), naming the front and the Envoy release, and showing each case, what the
+//     page's JavaScript got, what went over the wire, and the verdict.
 //
 // # Running
 //
-// `make e2e` runs the suite (CORS_E2E=1 go test -race -count=1 -v ./e2e/...). The test runs only
-// when CORS_E2E=1, so that `make test` (go test -race ./...) builds, vets and lints this package
-// but does not start a browser. Chromium is /usr/bin/chromium from Debian's chromium package,
-// found on PATH as chromium or chromium-browser, or named by CHROMIUM. Without it the suite
-// skips with a one-line reason, except under CI (CI=true): .ci/run installs Chromium, so a
-// missing browser there is a broken pipeline, and the suite fails.
+// `make e2e` runs the suite (CORS_E2E=1 go test -race -count=1 -v ./e2e/...); the two fronts
+// run side by side. The test runs only when CORS_E2E=1, so that `make test` (go test -race
+// ./...) builds, vets and lints this package but does not start a browser. Chromium is
+// /usr/bin/chromium from Debian's chromium package, found on PATH as chromium or
+// chromium-browser, or named by CHROMIUM. Envoy comes from `make envoy` (internal/realenvoy).
+// Without Chromium the suite skips, and without Envoy the real-Envoy front skips, each with a
+// one-line reason, except under CI (CI=true): .ci/run installs both, so a missing one there is
+// a broken pipeline, and the suite fails.
 package e2e

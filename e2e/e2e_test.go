@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
+	"github.com/cors-extproc/cors-extproc/internal/realenvoy"
 	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
 
@@ -20,8 +21,10 @@ import (
 // longer. A timeout would still show: envoytest reports it, and the real Envoy counts it.
 const testMessageTimeout = 5 * time.Second
 
-// TestBrowser runs every case through the envoytest front, with its own Chromium and its own
-// service, and writes the results page and screenshot.
+// TestBrowser runs every case through each front, each with its own Chromium and its own
+// service: the envoytest front, and the newest pinned Envoy release with deploy/envoy.yaml's
+// filter chain (ENVOY_BIN picks another). The two run side by side; each writes its results
+// page and screenshot.
 func TestBrowser(t *testing.T) {
 	chromium := chromiumPath(t)
 	bin := servicetest.Build(t)
@@ -52,6 +55,15 @@ func TestBrowser(t *testing.T) {
 		t.Cleanup(func() { _ = srv.Close() })
 		runSuite(t, chromium, stack{front: f, name: "envoytest (Envoy played in Go)", file: "envoytest",
 			main: addrs[0], public: addrs[1], svc: svc})
+	})
+
+	t.Run("envoy", func(t *testing.T) {
+		t.Parallel()
+		envoyBin := realenvoy.Newest(t)
+		svc := startService(t, bin)
+		f, main, public := startEnvoyFront(t, envoyBin, svc)
+		runSuite(t, chromium, stack{front: f, name: "Envoy " + envoyBin.Version + " (" + strings.TrimPrefix(shippedBootstrap, "../") + ")",
+			file: "envoy-" + envoyBin.Version, main: main, public: public, svc: svc})
 	})
 }
 
