@@ -14,8 +14,10 @@
 //     (the same ext_proc exchange Envoy's filter makes, fast and without Envoy); and a real
 //     Envoy (envoyfront_test.go), the newest pinned release (ENVOY_BIN picks another), running
 //     deploy/envoy.yaml's listener, HTTP filter chain and clusters with the suite's route table,
-//     the service behind an internal/realenvoy Recorder. Both serve the in-process upstream API
-//     (upstream_test.go).
+//     the service behind an internal/realenvoy Recorder and in the --mode that
+//     deploy/docker-compose.yaml gives it beside envoy.yaml (one-trip: the header filters write
+//     the CORS headers), where the envoytest front runs it in its default mode (two-phase). Both
+//     serve the in-process upstream API (upstream_test.go).
 //   - Chromium, driven over the DevTools protocol with chromedp (browser_test.go). Every *.test
 //     host name is mapped to the front with --host-resolver-rules, so origins carry no port and
 //     the browser reaches nothing else. What the browser sent and received is Chromium's own

@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"sigs.k8s.io/yaml"
 
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 	"github.com/cors-extproc/cors-extproc/internal/realenvoy"
@@ -22,16 +24,17 @@ import (
 const testMessageTimeout = 5 * time.Second
 
 // TestBrowser runs every case through each front, each with its own Chromium and its own
-// service: the envoytest front, and the newest pinned Envoy release with deploy/envoy.yaml's
-// filter chain (ENVOY_BIN picks another). The two run side by side; each writes its results
-// page and screenshot.
+// service: the envoytest front with the service in its default mode, and the newest pinned
+// Envoy release (ENVOY_BIN picks another) with deploy/envoy.yaml's filter chain and the service
+// in the mode deploy/docker-compose.yaml runs beside it (shippedMode). The two run side by
+// side; each writes its results page and screenshot.
 func TestBrowser(t *testing.T) {
 	chromium := chromiumPath(t)
 	bin := servicetest.Build(t)
 
 	t.Run("envoytest", func(t *testing.T) {
 		t.Parallel()
-		svc := startService(t, bin)
+		svc, flags := startService(t, bin)
 		conn, err := grpc.NewClient(svc.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
@@ -54,26 +57,57 @@ func TestBrowser(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = srv.Close() })
 		runSuite(t, chromium, stack{front: f, name: "envoytest (Envoy played in Go)", file: "envoytest",
-			main: addrs[0], public: addrs[1], svc: svc})
+			main: addrs[0], public: addrs[1], svc: svc, flags: flags})
 	})
 
 	t.Run("envoy", func(t *testing.T) {
 		t.Parallel()
 		envoyBin := realenvoy.Newest(t)
-		svc := startService(t, bin)
+		svc, flags := startService(t, bin, shippedMode(t)...)
 		f, main, public := startEnvoyFront(t, envoyBin, svc)
 		runSuite(t, chromium, stack{front: f, name: "Envoy " + envoyBin.Version + " (" + strings.TrimPrefix(shippedBootstrap, "../") + ")",
-			file: "envoy-" + envoyBin.Version, main: main, public: public, svc: svc})
+			file: "envoy-" + envoyBin.Version, main: main, public: public, svc: svc, flags: flags})
 	})
 }
 
 // startService runs the real binary, not processor.New in-process, so that the flags, the
-// policy file loading and the gRPC server setup are what the browser is judged against.
-func startService(t *testing.T, bin string) *servicetest.Service {
+// policy file loading and the gRPC server setup are what the browser is judged against. It
+// returns the service and the flags that matter to behaviour (the rest pick ports and logs).
+func startService(t *testing.T, bin string, extra ...string) (*servicetest.Service, []string) {
 	t.Helper()
-	return servicetest.Start(t, bin, "--admin-addr", "", "--drain-period", "0s",
-		"--shutdown-grace", "5s", "--policies", servicetest.WritePolicies(t, namedPolicies))
+	flags := append([]string{"--policies", "(namedPolicies)"}, extra...)
+	svc := servicetest.Start(t, bin, append([]string{"--admin-addr", "", "--drain-period", "0s", "--shutdown-grace", "5s",
+		"--policies", servicetest.WritePolicies(t, namedPolicies)}, extra...)...)
+	return svc, flags
 }
+
+// shippedMode is the --mode flag deploy/docker-compose.yaml gives the service it runs beside
+// deploy/envoy.yaml: the mode the shipped filter chain is meant for (README, "Two modes"), or
+// none when the file sets none.
+func shippedMode(t *testing.T) []string {
+	t.Helper()
+	raw, err := os.ReadFile(shippedCompose)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Command []string `json:"command"`
+		} `json:"services"`
+	}
+	if err := yaml.Unmarshal(raw, &compose); err != nil {
+		t.Fatalf("%s: %v", shippedCompose, err)
+	}
+	for _, arg := range compose.Services["cors-extproc"].Command {
+		if strings.HasPrefix(arg, "--mode=") {
+			return []string{arg}
+		}
+	}
+	return nil
+}
+
+// shippedCompose runs deploy/envoy.yaml with the service (tests run in e2e/).
+const shippedCompose = "../deploy/docker-compose.yaml"
 
 // stack is one front with the service behind it, ready for a browser.
 type stack struct {
@@ -83,6 +117,8 @@ type stack struct {
 	// main and public are the front's two addresses (see publicHost).
 	main, public string
 	svc          *servicetest.Service
+	// flags are the service's flags that matter to behaviour, for the results page.
+	flags []string
 }
 
 // runSuite plays every case in one Chromium through s, then writes the results page and its
@@ -93,7 +129,7 @@ func runSuite(t *testing.T, chromium string, s stack) {
 	_, publicPort, _ := net.SplitHostPort(s.public)
 	publicOrigin := "http://" + publicHost + ":" + publicPort
 	b := startBrowser(t, chromium, hostRules, s.public+"=public")
-	t.Logf("%s; %s on %s (public: %s); cors-extproc gRPC on %s", b.version, s.name, s.main, s.public, s.svc.GRPCAddr)
+	t.Logf("%s; %s on %s (public: %s); cors-extproc %s, gRPC on %s", b.version, s.name, s.main, s.public, strings.Join(s.flags, " "), s.svc.GRPCAddr)
 
 	var runs []*caseRun
 	for _, c := range browserCases(publicOrigin) {
@@ -120,6 +156,7 @@ func runSuite(t *testing.T, chromium string, s stack) {
 	attachConsole(b, runs)
 	rep := report{
 		Front:      s.name,
+		Flags:      strings.Join(s.flags, " "),
 		Browser:    b.version,
 		Started:    start,
 		Duration:   time.Since(start).Round(time.Second),

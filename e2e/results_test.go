@@ -16,7 +16,9 @@ var resultsDir = filepath.Join("..", "e2e-results")
 // report is everything the results page shows.
 type report struct {
 	// Front says what stood where Envoy stands: envoytest, or which real Envoy release.
-	Front    string
+	Front string
+	// Flags are the service's flags that matter to behaviour.
+	Flags    string
 	Browser  string
 	Started  time.Time
 	Duration time.Duration
@@ -192,7 +194,7 @@ tr.fail { background: #fff0f0; }
 .note { color: #664d00; } .err { color: #a00000; } .console { color: #555; }
 </style></head><body>
 <h1>cors-extproc browser suite · front: {{.Front}}</h1>
-<div>{{.Browser}} · {{.Started.Format "2006-01-02 15:04:05 MST"}} · {{.Duration}} ·
+<div><b>cors-extproc {{.Flags}}</b> · {{.Browser}} · {{.Started.Format "2006-01-02 15:04:05 MST"}} · {{.Duration}} ·
 {{with .Counts}}<b>{{index . "PASS"}} pass</b>, <b>{{index . "FAIL"}} fail</b>, {{index . "OBSERVED"}} observed{{end}}
 · ext_proc contract: {{if .Contract}}<span class="err">{{len .Contract}} failed exchange(s)</span>{{else}}no exchange failed{{end}}</div>
 <div><b>Private Network Access:</b> {{.PrivateNetwork}}</div>
