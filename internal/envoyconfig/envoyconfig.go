@@ -36,8 +36,17 @@ const (
 // host metadata as `cors-policy` (contract section 3, item 3).
 const GatewayAnnotation = "gateway.envoyproxy.io/cors-policy"
 
-// extProcFilter is the per-route filter config key of the ext_proc filter.
-const extProcFilter = "envoy.filters.http.ext_proc"
+// DefaultExtProcFilter is the usual name of the ext_proc filter, the key of its per-route
+// configuration (ExtProcPerRoute) under typed_per_filter_config.
+const DefaultExtProcFilter = "envoy.filters.http.ext_proc"
+
+// Options say how to read configuration.
+type Options struct {
+	// ExtProcFilter is the name the ext_proc filter has in the HTTP filter chain, under which
+	// routes set its per-route configuration; empty means DefaultExtProcFilter. Envoy Gateway,
+	// for one, names it after its EnvoyExtensionPolicy.
+	ExtProcFilter string
+}
 
 // Site is one route, virtual host or Kubernetes resource that can carry a CORS policy.
 type Site struct {
@@ -63,11 +72,14 @@ type Site struct {
 
 // Read returns the sites of every document in data, in document order. name labels the sites
 // and errors.
-func Read(name string, data []byte) ([]*Site, error) {
+func Read(name string, data []byte, o Options) ([]*Site, error) {
+	if o.ExtProcFilter == "" {
+		o.ExtProcFilter = DefaultExtProcFilter
+	}
 	docs, err := documents(name, data)
 	var sites []*Site
 	for _, doc := range docs {
-		found, err := walk(name, doc)
+		found, err := o.walk(name, doc)
 		sites = append(sites, found...)
 		if err != nil {
 			return sites, err
@@ -94,7 +106,7 @@ func documents(name string, data []byte) ([]any, error) {
 }
 
 // walk finds the sites in one decoded document.
-func walk(file string, doc any) ([]*Site, error) {
+func (o Options) walk(file string, doc any) ([]*Site, error) {
 	var (
 		sites []*Site
 		errs  []error
@@ -103,7 +115,7 @@ func walk(file string, doc any) ([]*Site, error) {
 	visit = func(v any) {
 		switch v := v.(type) {
 		case map[string]any:
-			if found, ok, err := kubernetesSites(file, v); ok {
+			if found, ok, err := o.kubernetesSites(file, v); ok {
 				sites = append(sites, found...)
 				if err != nil {
 					errs = append(errs, err)
@@ -112,7 +124,7 @@ func walk(file string, doc any) ([]*Site, error) {
 			}
 			if vhosts, ok := v["virtual_hosts"].([]any); ok {
 				for _, vh := range vhosts {
-					found, err := virtualHostSites(file, vh)
+					found, err := o.virtualHostSites(file, vh)
 					sites = append(sites, found...)
 					if err != nil {
 						errs = append(errs, err)
@@ -134,13 +146,13 @@ func walk(file string, doc any) ([]*Site, error) {
 }
 
 // virtualHostSites returns a virtual host's site and those of its routes.
-func virtualHostSites(file string, v any) ([]*Site, error) {
+func (o Options) virtualHostSites(file string, v any) ([]*Site, error) {
 	vh, ok := v.(map[string]any)
 	if !ok {
 		return nil, fmt.Errorf("%s: a virtual_hosts entry is not an object", file)
 	}
 	vname, _ := vh["name"].(string)
-	host, err := site(file, KindVirtualHost, vname, vh)
+	host, err := o.site(file, KindVirtualHost, vname, vh)
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +169,7 @@ func virtualHostSites(file string, v any) ([]*Site, error) {
 		if rname == "" {
 			rname = fmt.Sprintf("routes[%d]", i)
 		}
-		s, err := site(file, KindRoute, vname+"/"+rname, route)
+		s, err := o.site(file, KindRoute, vname+"/"+rname, route)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -169,7 +181,7 @@ func virtualHostSites(file string, v any) ([]*Site, error) {
 }
 
 // site reads the policy channels of a route or virtual host object.
-func site(file, kind, name string, obj map[string]any) (*Site, error) {
+func (o Options) site(file, kind, name string, obj map[string]any) (*Site, error) {
 	s := &Site{File: file, Kind: kind, Name: name}
 	if md, ok := obj["metadata"]; ok {
 		var m corev3.Metadata
@@ -179,7 +191,7 @@ func site(file, kind, name string, obj map[string]any) (*Site, error) {
 		s.Metadata = &m
 	}
 	perFilter, _ := obj["typed_per_filter_config"].(map[string]any)
-	if cfg, ok := perFilter[extProcFilter].(map[string]any); ok {
+	if cfg, ok := perFilter[o.ExtProcFilter].(map[string]any); ok {
 		if d, _ := cfg["disabled"].(bool); d {
 			s.ExtProcDisabled = true
 		}

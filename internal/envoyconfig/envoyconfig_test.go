@@ -38,7 +38,7 @@ func read(t *testing.T, name string) []*Site {
 	t.Helper()
 	data, err := os.ReadFile(name)
 	require.NoError(t, err)
-	sites, err := Read(name, data)
+	sites, err := Read(name, data, Options{})
 	require.NoError(t, err)
 	return sites
 }
@@ -133,7 +133,7 @@ virtual_hosts:
 			[]summary{{Kind: KindVirtualHost, Name: "a"}, {Kind: KindVirtualHost, Name: "b"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sites, err := Read("test.yaml", []byte(tc.doc))
+			sites, err := Read("test.yaml", []byte(tc.doc), Options{})
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, summarize(sites))
 		})
@@ -148,9 +148,89 @@ func TestReadErrors(t *testing.T) {
 		{"virtual host not an object", "virtual_hosts: [3]", "test.yaml: a virtual_hosts entry is not an object"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Read("test.yaml", []byte(tc.doc))
+			_, err := Read("test.yaml", []byte(tc.doc), Options{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// The per-route configuration is read under the name the ext_proc filter has in the chain,
+// which need not be the usual one; under another name it is another filter's.
+func TestReadExtProcFilterName(t *testing.T) {
+	doc := []byte(`
+virtual_hosts:
+- name: v
+  routes:
+  - name: r
+    typed_per_filter_config:
+      cors-ext:
+        overrides: {grpc_initial_metadata: [{key: x-cors-policy, value: '{"ref":"spa"}'}]}
+`)
+	sites, err := Read("test.yaml", doc, Options{ExtProcFilter: "cors-ext"})
+	require.NoError(t, err)
+	assert.Equal(t, []summary{{Kind: KindVirtualHost, Name: "v"},
+		{Kind: KindRoute, Name: "v/r", GRPCPolicy: `{"ref":"spa"}`, VirtualHost: "v"}}, summarize(sites))
+
+	sites, err = Read("test.yaml", doc, Options{})
+	require.NoError(t, err)
+	assert.Equal(t, []summary{{Kind: KindVirtualHost, Name: "v"}, {Kind: KindRoute, Name: "v/r", VirtualHost: "v"}},
+		summarize(sites))
+}
+
+// The named-policy file of rendered manifests is the ConfigMap key that a cors-extproc
+// container's --policies path lies in, through its volume mount.
+func TestPolicyFiles(t *testing.T) {
+	manifests := `
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: pol-abc, namespace: cors}
+data:
+  policies.yaml: "spa: {}"
+  other.yaml: "x: 1"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: envoy, namespace: cors}
+data: {envoy.yaml: "static_resources: {}"}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cors-extproc, namespace: cors}
+spec:
+  template:
+    spec:
+      containers:
+      - name: server
+        args: [--dynamic-metadata, --policies, /etc/cors-extproc/policies.yaml]
+        volumeMounts:
+        - {name: policies, mountPath: /etc/cors-extproc}
+        - {name: envoy, mountPath: /etc/envoy}
+      volumes:
+      - {name: policies, configMap: {name: pol-abc}}
+      - {name: envoy, configMap: {name: envoy}}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: p}
+  spec:
+    containers:
+    - name: c
+      env: [{name: CORS_EXTPROC_POLICIES, value: /p/named.yaml}]
+      volumeMounts: [{name: v, mountPath: /p/named.yaml, subPath: named.yaml}]
+    volumes: [{name: v, configMap: {name: top, items: [{key: data.yaml, path: named.yaml}]}}]
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: top}
+  data: {named.yaml: "wrong: {}", data.yaml: "right: {}"}
+`
+	files, err := PolicyFiles("-", []byte(manifests))
+	require.NoError(t, err)
+	assert.Equal(t, []PolicyFile{
+		{Where: "-: ConfigMap cors/pol-abc: policies.yaml", Data: []byte("spa: {}")},
+		{Where: "-: ConfigMap top: data.yaml", Data: []byte("right: {}")},
+	}, files)
 }
