@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -116,7 +115,7 @@ func (s *Server) resolve(c *policyCache, source string, ch channel, routeName st
 		source = "oversized:" + hex.EncodeToString(sum[:])
 		resolveFn = func(string) Resolution {
 			s.metrics.limitsExceeded[limitPolicyBytes].Inc()
-			return unusable(string(ch), fmt.Errorf("%s: policy source of %d bytes, over the limit of %d", ch, n, s.limits.MaxSourceBytes))
+			return unusable(string(ch), s.limits.SourceError(string(ch), n))
 		}
 	}
 	if r, ok := c.get(source); ok {

@@ -531,3 +531,16 @@ func TestHeadersMetadata(t *testing.T) {
 	_, err = New(Options{Mode: ModeOneTrip})
 	require.EqualError(t, err, "mode one-trip needs a namespace for the response headers' metadata")
 }
+
+// MetadataTextSize measures metadata as Envoy prints it on one line (the contract's example),
+// so that validate's --max-policy-bytes judges a route as the server does.
+func TestMetadataTextSize(t *testing.T) {
+	for _, text := range []string{
+		`filter_metadata { key: "cors" value { fields { key: "origins" value { list_value { values { string_value: "https://app.example.com" } } } } fields { key: "credentials" value { bool_value: true } } } }`,
+		`filter_metadata { key: "cors" value { fields { key: "ref" value { string_value: "spa" } } } } filter_metadata { key: "lua" value { } }`,
+	} {
+		var md corev3.Metadata
+		require.NoError(t, unmarshalMetadataText(text, &md))
+		assert.Equal(t, len(text), MetadataTextSize(&md), text)
+	}
+}

@@ -2,8 +2,10 @@ package processor
 
 import (
 	"fmt"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/cors-extproc/cors-extproc/internal/policy"
@@ -56,6 +58,20 @@ func (r *Resolver) MetadataText(text string) Resolution {
 		return unusable("metadata", fmt.Errorf("metadata text: %w", err))
 	}
 	return r.Metadata(&md)
+}
+
+// MetadataTextSize is the length of md in text format as Envoy sends it (up to 1.36, on one
+// line; later releases' several lines differ only in whitespace), the size that
+// Limits.MaxSourceBytes bounds (contract section 3).
+func MetadataTextSize(md *corev3.Metadata) int {
+	text, err := prototext.MarshalOptions{Multiline: true}.Marshal(md)
+	if err != nil {
+		return 0
+	}
+	// Go's printer writes `name: {`, `{}` and may double a space where Envoy's writes
+	// `name {` and `{ }`.
+	one := strings.Join(strings.Fields(string(text)), " ")
+	return len(strings.NewReplacer(": {}", " { }", ": {", " {").Replace(one))
 }
 
 // Metadata resolves a route's or virtual host's metadata: first filter_metadata[Namespace],

@@ -42,6 +42,15 @@ type Limits struct {
 	MaxHeaderValueBytes int
 }
 
+// SourceError is the error of a policy source of n bytes found at where, when it is over
+// MaxSourceBytes; nil otherwise. The server and validate judge sources by it alike.
+func (l Limits) SourceError(where string, n int) error {
+	if n <= l.MaxSourceBytes {
+		return nil
+	}
+	return fmt.Errorf("%s: policy source of %d bytes, over the limit of %d", where, n, l.MaxSourceBytes)
+}
+
 // DefaultLimits hold every real request and policy with room to spare: an Origin has at most
 // a few hundred bytes, route metadata a few kilobytes, and Envoy's own default limit on all
 // request headers together is 60 KiB.
