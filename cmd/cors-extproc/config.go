@@ -1,10 +1,8 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"time"
@@ -52,25 +50,39 @@ func (c config) sentMetadataNamespace() string {
 	return ""
 }
 
-// errHelp is returned after -h printed the usage; run treats it as success.
+// errHelp is returned after -h asked for the usage; run prints it and succeeds.
 var errHelp = flag.ErrHelp
 
-// parseConfig reads flags, then the environment for flags not given, and validates the result
-// as a whole: every problem is reported at once (the style of envoyproxy/ai-gateway's extproc).
-func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	var (
-		c        config
-		logLevel string
-		mode     string
-	)
-	fs := flag.NewFlagSet("cors-extproc", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// noEnvFlags are the server flags that have no environment variable.
+var noEnvFlags = []string{"version"}
+
+// serverSynopsis heads the server's --help: what the program is, how to call it, its commands.
+func serverSynopsis() string {
+	var b strings.Builder
+	b.WriteString(`usage: cors-extproc [flags]               serve ext_proc (gRPC) and the admin listener
+       cors-extproc COMMAND [args]       run an operator tool (COMMAND --help for its flags)
+
+Commands:
+`)
+	for _, c := range commandList() {
+		fmt.Fprintf(&b, "  %-12s %s\n", c.name, c.summary)
+	}
+	b.WriteString(`
+Every flag can also be set as the environment variable shown beside it; a flag given on the
+command line wins, an unknown CORS_EXTPROC_ variable is an error.
+`)
+	return b.String()
+}
+
+// serverFlags defines the server's flags on c.
+func serverFlags(c *config, logLevel, mode *string) *flagSet {
+	fs := newFlagSet("cors-extproc", serverSynopsis())
 	fs.StringVar(&c.grpcAddr, "grpc-addr", ":9002", "address of the ext_proc gRPC listener")
 	fs.StringVar(&c.adminAddr, "admin-addr", ":9090", "address of the HTTP admin listener (/metrics, /healthz, /readyz); empty disables it")
 	fs.StringVar(&c.namespace, "metadata-namespace", "cors", "filter_metadata namespace that holds a route's CORS policy")
-	fs.StringVar(&c.policiesFile, "policies", "", "YAML file of named policies (name: policy), for `ref` and Envoy Gateway annotations")
+	fs.StringVar(&c.policiesFile, "policies", "", "YAML file of named policies (name: policy), which ref and the Envoy Gateway annotation name")
 	fs.StringVar(&c.defaultPolicy, "default-policy", "", "named policy for requests whose route names none (needs --policies)")
-	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or text")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 15*time.Second, "time from SIGTERM until streams still open are cut")
 	fs.DurationVar(&c.drainPeriod, "drain-period", 5*time.Second, "time after SIGTERM spent reporting NOT_SERVING before the listener closes, so Envoy's health checks move traffic away")
@@ -91,98 +103,88 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.BoolVar(&c.reportOnly, "report-only", false, "report-only mode for every policy: decisions are counted and logged, nothing is changed")
 	fs.BoolVar(&c.dynamicMetadata, "dynamic-metadata", false, "return each decision to Envoy as dynamic metadata, for its access log (costs about 14 allocations per request)")
 	fs.StringVar(&c.dynamicMetadataNS, "dynamic-metadata-namespace", "cors-extproc", "namespace of the dynamic metadata sent to Envoy (the decision, and the response headers for Envoy's header filter); list it in Envoy's metadata_options.receiving_namespaces")
-	fs.StringVar(&mode, "mode", "two-phase", "how actual responses get their headers: two-phase (in ext_proc's response phase) or one-trip (from the request phase's metadata, by Envoy's header filter: one gRPC round trip per request; needs that filter, see the README)")
+	fs.StringVar(mode, "mode", "two-phase", "how actual responses get their headers: two-phase (in ext_proc's response phase) or one-trip (from the request phase's metadata, by Envoy's header filter: one gRPC round trip per request; needs that filter, see the README)")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
+	return fs
+}
+
+// parseConfig reads flags, then the environment for flags not given, and validates the result
+// as a whole: every problem is reported at once, each naming the flag or the variable that set
+// the value (the style of envoyproxy/ai-gateway's extproc).
+func parseConfig(args, environ []string) (config, error) {
+	var (
+		c              config
+		logLevel, mode string
+	)
+	fs := serverFlags(&c, &logLevel, &mode)
+	if err := fs.parse(args); err != nil {
 		return c, err
 	}
-
-	var errs []error
-	if fs.NArg() > 0 {
-		errs = append(errs, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " ")))
+	if len(fs.args) > 0 {
+		fs.addProblem(fmt.Errorf("unexpected arguments: %s (commands: %s)", strings.Join(fs.args, " "), commandNames()))
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	fs.VisitAll(func(f *flag.Flag) {
-		env := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(env); v != "" && !given[f.Name] {
-			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: invalid value for --%s: %v", env, v, f.Name, err))
-				// Back to the default, so that the checks below report only this problem.
-				_ = f.Value.Set(f.DefValue)
-			}
-		}
-	})
+	fs.parseEnv(environ, noEnvFlags...)
 
 	if err := c.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
-		errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel))
+		fs.problem("log-level", "want debug, info, warn or error")
 	}
 	if c.logFormat != "json" && c.logFormat != "text" {
-		errs = append(errs, fmt.Errorf("--log-format %q: want json or text", c.logFormat))
+		fs.problem("log-format", "want json or text")
 	}
 	if c.grpcAddr == "" {
-		errs = append(errs, errors.New("--grpc-addr: must not be empty"))
+		fs.problem("grpc-addr", "must not be empty")
 	}
 	if c.grpcAddr != "" && c.grpcAddr == c.adminAddr && !strings.HasSuffix(c.grpcAddr, ":0") {
-		errs = append(errs, fmt.Errorf("--admin-addr %q: same as --grpc-addr", c.adminAddr))
+		fs.problem("admin-addr", "same as %s", fs.name("grpc-addr"))
 	}
 	if c.namespace == "" {
-		errs = append(errs, errors.New("--metadata-namespace: must not be empty"))
+		fs.problem("metadata-namespace", "must not be empty")
 	}
 	if c.defaultPolicy != "" && c.policiesFile == "" {
-		errs = append(errs, fmt.Errorf("--default-policy %q: needs --policies", c.defaultPolicy))
+		fs.problem("default-policy", "needs --policies")
 	}
 	if c.shutdownGrace <= 0 {
-		errs = append(errs, fmt.Errorf("--shutdown-grace %v: must be positive", c.shutdownGrace))
+		fs.problem("shutdown-grace", "must be positive")
 	}
 	if c.drainPeriod < 0 || (c.shutdownGrace > 0 && c.drainPeriod >= c.shutdownGrace) {
-		errs = append(errs, fmt.Errorf("--drain-period %v: must be at least 0 and less than --shutdown-grace %v", c.drainPeriod, c.shutdownGrace))
+		fs.problem("drain-period", "must be at least 0 and less than %s %v", fs.name("shutdown-grace"), c.shutdownGrace)
 	}
-	if c.keepaliveTime <= 0 {
-		errs = append(errs, fmt.Errorf("--grpc-keepalive-time %v: must be positive", c.keepaliveTime))
-	}
-	if c.keepaliveTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("--grpc-keepalive-timeout %v: must be positive", c.keepaliveTimeout))
-	}
-	if c.maxConcurrentStreams == 0 {
-		errs = append(errs, errors.New("--grpc-max-concurrent-streams 0: must be positive"))
+	for _, name := range []string{"grpc-keepalive-time", "grpc-keepalive-timeout", "tls-reload-interval"} {
+		if d, _ := fs.Lookup(name).Value.(flag.Getter).Get().(time.Duration); d <= 0 {
+			fs.problem(name, "must be positive")
+		}
 	}
 	for _, l := range []struct {
 		flag  string
 		value int
 	}{
-		{"--max-policy-bytes", c.limits.MaxSourceBytes}, {"--max-origins", c.limits.Policy.MaxOrigins},
-		{"--max-regex-size", c.limits.Policy.MaxRegexInsts}, {"--max-header-value-bytes", c.limits.MaxHeaderValueBytes},
-		{"--grpc-max-recv-msg-size", c.maxRecvMsgSize},
+		{"max-policy-bytes", c.limits.MaxSourceBytes}, {"max-origins", c.limits.Policy.MaxOrigins},
+		{"max-regex-size", c.limits.Policy.MaxRegexInsts}, {"max-header-value-bytes", c.limits.MaxHeaderValueBytes},
+		{"grpc-max-recv-msg-size", c.maxRecvMsgSize}, {"grpc-max-concurrent-streams", int(min(c.maxConcurrentStreams, 1<<31-1))},
+		{"policy-cache-size", c.cacheSize},
 	} {
 		if l.value <= 0 {
-			errs = append(errs, fmt.Errorf("%s %d: must be positive", l.flag, l.value))
+			fs.problem(l.flag, "must be positive")
 		}
 	}
 	if (c.tls.Cert == "") != (c.tls.Key == "") {
-		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+		fs.addProblem(fmt.Errorf("%s and %s go together", fs.name("tls-cert"), fs.name("tls-key")))
 	}
 	if c.tls.ClientCA != "" && c.tls.Cert == "" {
-		errs = append(errs, errors.New("--tls-client-ca: needs --tls-cert and --tls-key"))
-	}
-	if c.tlsReloadInterval <= 0 {
-		errs = append(errs, fmt.Errorf("--tls-reload-interval %v: must be positive", c.tlsReloadInterval))
+		fs.problem("tls-client-ca", "needs --tls-cert and --tls-key")
 	}
 	if c.reloadInterval < 0 {
-		errs = append(errs, fmt.Errorf("--policies-reload-interval %v: must be at least 0", c.reloadInterval))
+		fs.problem("policies-reload-interval", "must be at least 0")
 	}
 	var err error
 	if c.mode, err = processor.ParseMode(mode); err != nil {
-		errs = append(errs, fmt.Errorf("--mode: %w", err))
+		fs.problem("mode", "%v", err)
 	}
 	switch {
 	case c.dynamicMetadata && c.dynamicMetadataNS == "":
-		errs = append(errs, errors.New("--dynamic-metadata-namespace: must not be empty with --dynamic-metadata"))
+		fs.problem("dynamic-metadata-namespace", "must not be empty with --dynamic-metadata")
 	case c.mode == processor.ModeOneTrip && c.dynamicMetadataNS == "":
-		errs = append(errs, errors.New("--dynamic-metadata-namespace: must not be empty with --mode one-trip (it carries the response headers)"))
+		fs.problem("dynamic-metadata-namespace", "must not be empty with --mode one-trip (it carries the response headers)")
 	}
-	if c.cacheSize <= 0 {
-		errs = append(errs, fmt.Errorf("--policy-cache-size %d: must be positive", c.cacheSize))
-	}
-	return c, errors.Join(errs...)
+	return c, fs.err()
 }

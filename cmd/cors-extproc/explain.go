@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/cors-extproc/cors-extproc/internal/envoyconfig"
 	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
@@ -23,51 +23,58 @@ type headerFlag []*corev3.HeaderValue
 
 func (h *headerFlag) String() string { return "" }
 
+// Set takes one header. A name that is not an HTTP token is refused: 'Origin https://a.example'
+// (the colon forgotten) would otherwise be a header named "origin https", and the request
+// explained as one without an Origin.
 func (h *headerFlag) Set(v string) error {
 	name, value, ok := strings.Cut(v, ":")
 	name = strings.ToLower(strings.TrimSpace(name))
-	if !ok || name == "" {
-		return fmt.Errorf("%q: want 'Name: value'", v)
+	value = strings.TrimSpace(value)
+	switch {
+	case !ok || name == "":
+		return fmt.Errorf("want 'Name: value'")
+	case !httpguts.ValidHeaderFieldName(name):
+		return fmt.Errorf("%q is not a header name; want 'Name: value'", name)
+	case !httpguts.ValidHeaderFieldValue(value):
+		return fmt.Errorf("the value holds a control character")
 	}
-	*h = append(*h, &corev3.HeaderValue{Key: name, RawValue: []byte(strings.TrimSpace(value))})
+	*h = append(*h, &corev3.HeaderValue{Key: name, RawValue: []byte(value)})
 	return nil
 }
+
+const explainSynopsis = `usage: cors-extproc explain (--policy JSON | --ref NAME --policies FILE | --config FILE --route NAME)
+                            [-X METHOD] [-H 'Name: value' ...]
+
+Shows how the server treats one request under one policy: the policy found, each step of the
+decision, what the server sends Envoy and what the client gets.
+`
 
 // runExplain answers "why was this request treated this way?": it resolves the policy as the
 // server would, explains each step of the decision, and shows what the server would send and
 // what the client would get. The decision and the replies come from the server's own code
 // (policy.Explain calls Decide and Decorate; processor.Server.Preview builds the replies).
-func runExplain(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cors-extproc explain", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cors-extproc explain (--policy JSON | --ref NAME --policies FILE | --config FILE --route NAME) [-X METHOD] [-H 'Name: value' ...]")
-		fs.PrintDefaults()
-	}
-	var (
-		requestHeaders, upstreamHeaders headerFlag
-	)
+func runExplain(_ context.Context, args []string, stdout, _ io.Writer) error {
+	fs := newFlagSet("cors-extproc explain", explainSynopsis)
+	var requestHeaders, upstreamHeaders headerFlag
 	inline := fs.String("policy", "", "the policy, as JSON")
 	ref := fs.String("ref", "", "a policy of the --policies file, by name")
 	policiesFile := fs.String("policies", "", "named-policy file (YAML: name → policy)")
 	config := fs.String("config", "", "Envoy configuration file holding the route (with --route)")
 	route := fs.String("route", "", `the route in --config: "vhost/route", a route name, or a virtual host name`)
+	filterName := fs.String("filter-name", envoyconfig.DefaultExtProcFilter, "name of the ext_proc filter in Envoy's filter chain, under which routes set its per-route configuration")
 	namespace := fs.String("metadata-namespace", "cors", "filter_metadata namespace holding a route's policy, as the server's flag")
 	defaultName := fs.String("default-policy", "", "the server's --default-policy")
 	reportOnly := fs.Bool("report-only", false, "as the server's --report-only")
-	limits := policyLimitFlags(fs)
+	limits := policyLimitFlags(fs.FlagSet)
 	method := fs.String("X", "GET", "request method")
 	fs.Var(&requestHeaders, "H", "request header 'Name: value' (repeatable), e.g. -H 'Origin: https://app.example.com'")
 	fs.Var(&upstreamHeaders, "upstream-header", "a header of the upstream's response 'Name: value' (repeatable), e.g. Vary")
 	upstreamStatus := fs.Int("upstream-status", 200, "the upstream's response status")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
+	if err := fs.parse(args); err != nil {
+		fs.printHelp(stdout, false)
+		return nil
 	}
 
-	var errs []error
 	sources := 0
 	for _, set := range []bool{*inline != "", *ref != "", *config != ""} {
 		if set {
@@ -75,21 +82,24 @@ func runExplain(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	if sources != 1 {
-		errs = append(errs, errors.New("give exactly one policy source: --policy JSON, --ref NAME or --config FILE --route NAME"))
+		fs.addProblem(errors.New("give exactly one policy source: --policy JSON, --ref NAME or --config FILE --route NAME"))
 	}
 	if *ref != "" && *policiesFile == "" {
-		errs = append(errs, fmt.Errorf("--ref %q: needs --policies", *ref))
+		fs.problem("ref", "needs --policies")
 	}
 	if (*config != "") != (*route != "") {
-		errs = append(errs, errors.New("--config and --route go together"))
+		fs.addProblem(errors.New("--config and --route go together"))
 	}
 	if *method == "" {
-		errs = append(errs, errors.New("-X: must not be empty"))
+		fs.problem("X", "must not be empty")
 	}
-	if fs.NArg() > 0 {
-		errs = append(errs, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " ")))
+	if *filterName == "" {
+		fs.problem("filter-name", "must not be empty")
 	}
-	if err := errors.Join(errs...); err != nil {
+	if len(fs.args) > 0 {
+		fs.addProblem(fmt.Errorf("unexpected arguments: %s", strings.Join(fs.args, " ")))
+	}
+	if err := fs.err(); err != nil {
 		return err
 	}
 
@@ -106,7 +116,7 @@ func runExplain(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		r := resolver.Named(*ref, "--ref")
 		res = siteResolution{Resolution: r, source: "--ref"}
 	default:
-		site, err := findRoute(*config, *route)
+		site, err := findRoute(*config, *route, envoyconfig.Options{ExtProcFilter: *filterName})
 		if err != nil {
 			return err
 		}
@@ -125,12 +135,12 @@ func runExplain(_ context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // findRoute finds the route (or virtual host) named in an Envoy configuration file.
-func findRoute(file, name string) (*envoyconfig.Site, error) {
+func findRoute(file, name string, opts envoyconfig.Options) (*envoyconfig.Site, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("--config: %w", err)
 	}
-	sites, err := envoyconfig.Read(file, data)
+	sites, err := envoyconfig.Read(file, data, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -149,12 +149,19 @@ func TestExplainUsage(t *testing.T) {
 	_, _, err := runCommand(t, "explain", "--ref", "spa", "--route", "x", "-X", "", "extra")
 	require.EqualError(t, err, `--ref "spa": needs --policies
 --config and --route go together
--X: must not be empty
+-X "": must not be empty
 unexpected arguments: extra`)
 	_, _, err = runCommand(t, "explain")
 	require.EqualError(t, err, "give exactly one policy source: --policy JSON, --ref NAME or --config FILE --route NAME")
 	_, _, err = runCommand(t, "explain", "--policy", "{}", "-H", "no colon")
-	require.EqualError(t, err, `invalid value "no colon" for flag -H: "no colon": want 'Name: value'`)
+	require.EqualError(t, err, `-H "no colon": want 'Name: value'`)
+	// The colon forgotten: no header named "origin https", and no request explained without an
+	// Origin; every bad header is reported.
+	out, _, err := runCommand(t, "explain", "--policy", "{}", "-H", "Origin https://a.example", "-H", "X-Ok: 1",
+		"--upstream-header", "Vary: a\x01b")
+	require.EqualError(t, err, `-H "Origin https://a.example": "origin https" is not a header name; want 'Name: value'
+--upstream-header "Vary: a\x01b": the value holds a control character`)
+	assert.Empty(t, out)
 	_, _, err = runCommand(t, "explain", "--config", "testdata/routes.yaml", "--route", "nope")
 	require.EqualError(t, err, `--route "nope": no such route or virtual host in testdata/routes.yaml`)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -26,57 +25,40 @@ Converts Kong CORS plugins to cors-extproc policies. FILE is a Kong declarative 
 --output-policies the named-policy file (the server's --policies) is written too. With --form,
 one plugin given as Kong admin API form parameters is printed as a policy.
 Exit status 1 when any plugin could not be migrated (after writing everything else).
-
 `
 
 // runImportKong is `cors-extproc import-kong`: the whole logic is in internal/kongimport; this
 // reads the input, writes the outputs and turns errors into the exit status.
-func runImportKong(_ context.Context, args []string, stdout, stderr io.Writer) error {
+func runImportKong(_ context.Context, args []string, stdout, _ io.Writer) error {
 	var (
 		form           formParams
 		outputPolicies string
 		format         string
 		opts           kongimport.Options
 	)
-	fs := flag.NewFlagSet("import-kong", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, importKongUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("cors-extproc import-kong", importKongUsage)
 	fs.Var(&form, "form", "one Kong admin API form parameter, e.g. config.origins=https://a.example (repeatable); imports one plugin instead of a FILE")
 	fs.StringVar(&outputPolicies, "output-policies", "", "write the named-policy file (the server's --policies format) here")
 	fs.StringVar(&format, "format", "text", "report format: text, yaml or json")
 	fs.BoolVar(&opts.KongCompatible, "kong-compatible", false, "write preflight_status: 200 and, where a plugin sets no methods, Kong's default methods, to answer preflights as Kong does")
-	// Flags may come after FILE too: parse again after each positional argument.
-	var files []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		files = append(files, fs.Arg(0))
-		args = fs.Args()[1:]
+	if err := fs.parse(args); err != nil {
+		fs.printHelp(stdout, false)
+		return nil
 	}
+	files := fs.args
 
-	var errs []error
 	if format != "text" && format != "yaml" && format != "json" {
-		errs = append(errs, fmt.Errorf("--format %q: want text, yaml or json", format))
+		fs.problem("format", "want text, yaml or json")
 	}
 	switch {
 	case len(form) > 0 && len(files) > 0:
-		errs = append(errs, fmt.Errorf("import-kong: give a FILE or --form parameters, not both"))
+		fs.addProblem(errors.New("import-kong: give a FILE or --form parameters, not both"))
 	case len(form) > 0 && outputPolicies != "":
-		errs = append(errs, errors.New("--output-policies: not with --form, which prints one policy"))
+		fs.addProblem(errors.New("--output-policies: not with --form, which prints one policy"))
 	case len(form) == 0 && len(files) != 1:
-		errs = append(errs, fmt.Errorf("import-kong: want one FILE (or --form parameters), got %d", len(files)))
+		fs.addProblem(fmt.Errorf("import-kong: want one FILE (or --form parameters), got %d", len(files)))
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := fs.err(); err != nil {
 		return err
 	}
 

@@ -12,8 +12,10 @@ import (
 	"syscall"
 )
 
-// version is stamped in at build time (-ldflags "-X main.version=...").
-var version = "dev"
+// version is stamped in at build time: `make build` and the Dockerfile pass
+// -ldflags "-X main.version=$(git describe --tags --always --dirty)". buildVersion falls back to
+// the module's build information when it is empty.
+var version string
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

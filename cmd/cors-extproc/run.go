@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -30,37 +31,95 @@ import (
 )
 
 // command is one of the operator tools: `cors-extproc NAME [args]`.
-type command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
-
-// commands are the operator tools; without one of their names first, cors-extproc serves.
-var commands = map[string]command{
-	"explain":     runExplain,
-	"import-kong": runImportKong,
-	"validate":    runValidate,
+type command struct {
+	name    string
+	summary string // one line, for --help
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
-// run is the whole program: main only adds the signal context and the exit status.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 {
-		if cmd, ok := commands[args[0]]; ok {
-			return cmd(ctx, args[1:], stdout, stderr)
-		}
+// commandList is every command, in the order --help lists them; without one of their names
+// first, cors-extproc serves.
+func commandList() []command {
+	return []command{
+		{"validate", "check policies and Envoy configuration before they are applied", runValidate},
+		{"explain", "show how the server treats one request on one route, step by step", runExplain},
+		{"import-kong", "turn the CORS plugins of a Kong configuration into named policies", runImportKong},
+		{"version", "print the version", runVersion},
+		{"help", "print this help, or a command's (help COMMAND)", runHelp},
 	}
-	return serve(ctx, args, stdout, stderr)
+}
+
+func commandNames() string {
+	var names []string
+	for _, c := range commandList() {
+		names = append(names, c.name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// run is the whole program: main only adds the signal context and the exit status. A first
+// argument that is not a flag names a command; a misspelt one is refused with the nearest.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return serve(ctx, args, stdout, stderr)
+	}
+	cmd, err := findCommand(args[0])
+	if err != nil {
+		return err
+	}
+	return cmd.run(ctx, args[1:], stdout, stderr)
+}
+
+func findCommand(name string) (command, error) {
+	var names []string
+	for _, c := range commandList() {
+		if c.name == name {
+			return c, nil
+		}
+		names = append(names, c.name)
+	}
+	if near := closest(name, names); near != "" {
+		return command{}, fmt.Errorf("unknown command %q; did you mean %s? (commands: %s)", name, near, commandNames())
+	}
+	return command{}, fmt.Errorf("unknown command %q (commands: %s; the server takes only flags)", name, commandNames())
+}
+
+// runHelp is `cors-extproc help [COMMAND]`: the server's --help, or the command's.
+func runHelp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	switch len(args) {
+	case 0:
+		return serve(ctx, []string{"--help"}, stdout, stderr)
+	case 1:
+		cmd, err := findCommand(args[0])
+		if err != nil {
+			return err
+		}
+		return cmd.run(ctx, []string{"--help"}, stdout, stderr)
+	}
+	return fmt.Errorf("help: want at most one COMMAND, got %s", strings.Join(args, " "))
+}
+
+// runVersion is `cors-extproc version`, the same as --version.
+func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
+	if len(args) > 0 {
+		return fmt.Errorf("version: unexpected arguments: %s", strings.Join(args, " "))
+	}
+	_, err := fmt.Fprintln(stdout, "cors-extproc", buildVersion())
+	return err
 }
 
 // serve runs the ext_proc server until ctx ends, then drains it.
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, err := parseConfig(args, os.Getenv, stderr)
+	cfg, err := parseConfig(args, os.Environ())
 	if errors.Is(err, errHelp) {
+		serverFlags(&config{}, new(string), new(string)).printHelp(stdout, true, noEnvFlags...)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	if cfg.showVersion {
-		fmt.Fprintln(stdout, "cors-extproc", version)
-		return nil
+		return runVersion(ctx, nil, stdout, stderr)
 	}
 	log := newLogger(cfg, stderr)
 
@@ -70,6 +129,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := registerBuildInfo(reg, runtime.Version()); err != nil {
+		return err
+	}
 	proc, err := processor.New(processor.Options{
 		Namespace:                cfg.namespace,
 		Policies:                 named,
@@ -147,7 +209,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(grpcLis) }()
-	attrs := []any{"grpc_addr", grpcLis.Addr().String(), "version", version, "named_policies", len(named)}
+	attrs := []any{"grpc_addr", grpcLis.Addr().String(), "version", buildVersion(), "named_policies", len(named)}
 	if adminLis != nil {
 		attrs = append(attrs, "admin_addr", adminLis.Addr().String())
 	}

@@ -76,21 +76,30 @@ type namedFile struct {
 // loadNamed reads the --policies file; an empty path is an empty set. The error is for a file
 // that cannot be read or is not a map of policies at all.
 func loadNamed(path string, limits policy.Limits) (namedFile, error) {
-	f := namedFile{path: path}
 	if path == "" {
-		return f, nil
+		return namedFile{}, nil
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return f, fmt.Errorf("--policies: %w", err)
+		return namedFile{path: path}, fmt.Errorf("--policies: %w", err)
 	}
+	f, err := parseNamed(path, data, limits)
+	if err != nil {
+		return f, fmt.Errorf("--policies %w", err)
+	}
+	return f, nil
+}
+
+// parseNamed parses a named-policy file read from path.
+func parseNamed(path string, data []byte, limits policy.Limits) (namedFile, error) {
+	f := namedFile{path: path}
 	named, warnings, err := limits.ParseNamed(data)
 	var invalid *policy.InvalidError
 	switch {
 	case errors.As(err, &invalid):
 		f.problems = invalid.Problems
 	case err != nil:
-		return f, fmt.Errorf("--policies %s: %w", path, err)
+		return f, fmt.Errorf("%s: %w", path, err)
 	}
 	f.policies, f.warnings = named, warnings
 	return f, nil

@@ -48,10 +48,10 @@ func TestRunMutualTLS(t *testing.T) {
 }
 
 func TestRunTLSErrors(t *testing.T) {
-	_, err := parseConfig([]string{"--tls-cert", "a.crt", "--tls-reload-interval", "0s"}, env(nil), io.Discard)
-	require.EqualError(t, err, "--tls-cert and --tls-key go together\n--tls-reload-interval 0s: must be positive")
-	_, err = parseConfig([]string{"--tls-client-ca", "ca.crt"}, env(nil), io.Discard)
-	require.EqualError(t, err, "--tls-client-ca: needs --tls-cert and --tls-key")
+	_, err := parseConfig([]string{"--tls-cert", "a.crt", "--tls-reload-interval", "0s"}, env(nil))
+	require.EqualError(t, err, "--tls-reload-interval \"0s\": must be positive\n--tls-cert and --tls-key go together")
+	_, err = parseConfig([]string{"--tls-client-ca", "ca.crt"}, env(nil))
+	require.EqualError(t, err, "--tls-client-ca \"ca.crt\": needs --tls-cert and --tls-key")
 
 	err = run(context.Background(), []string{"--grpc-addr", "127.0.0.1:0", "--admin-addr", "", "--tls-cert", "/no/cert.pem",
 		"--tls-key", "/no/key.pem"}, io.Discard, io.Discard)

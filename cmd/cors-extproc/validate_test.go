@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
 )
 
 func runCommand(t *testing.T, args ...string) (stdout, stderr string, err error) {
@@ -120,5 +124,131 @@ func TestValidateFilterChainAgainstMode(t *testing.T) {
 	assert.Contains(t, out, "testdata/chain-two-phase.yaml: filter chain ingress: WARNING: mode two-phase without a header filter")
 
 	_, _, err = runCommand(t, "validate", "--mode", "one-way", "testdata/chain-two-phase.yaml")
-	require.EqualError(t, err, `--mode: unknown mode "one-way": want two-phase or one-trip`)
+	require.EqualError(t, err, `--mode "one-way": unknown mode "one-way": want two-phase or one-trip`)
+}
+
+// withStdin runs f with standard input reading content.
+func withStdin(t *testing.T, content []byte, f func()) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "stdin")
+	require.NoError(t, os.WriteFile(file, content, 0o600))
+	in, err := os.Open(file)
+	require.NoError(t, err)
+	defer in.Close()
+	defer func(old *os.File) { os.Stdin = old }(os.Stdin)
+	os.Stdin = in
+	f()
+}
+
+// `kubectl kustomize deploy/k8s/base | cors-extproc validate -`: the manifests come on standard
+// input, and the named-policy file is the ConfigMap key the Deployment's --policies names.
+func TestValidateRenderedManifestsOnStdin(t *testing.T) {
+	rendered := renderedBase(t)
+	var out string
+	var err error
+	withStdin(t, rendered, func() { out, _, err = runCommand(t, "validate", "-") })
+	require.NoError(t, err, out)
+	assert.Regexp(t, `(?m)^-: ConfigMap cors-extproc/cors-extproc-policies-\w+: policies.yaml: policy reporting: OK \(valid\)$`, out)
+	assert.NotContains(t, out, "no route, virtual host or annotated resource found")
+
+	// A broken policy in the ConfigMap fails validate, and refs resolve in it.
+	broken := strings.Replace(string(rendered), "    reporting:\n", "    reporting:\n      colour: red\n", 1)
+	require.NotEqual(t, string(rendered), broken)
+	routes := "\n---\n" + `virtual_hosts: [{name: v, routes: [{name: r, metadata: {filter_metadata: {cors: {ref: storefront}}}}]}]`
+	withStdin(t, []byte(broken+routes), func() { out, _, err = runCommand(t, "validate", "-") })
+	require.ErrorIs(t, err, errReported)
+	assert.Regexp(t, `(?m)^-: ConfigMap cors-extproc/cors-extproc-policies-\w+: policies.yaml: policy reporting: ERROR: colour "red": unknown field$`, out)
+	assert.Contains(t, out, `-: route v/r: OK (policy "storefront" via filter_metadata.cors.ref)`)
+}
+
+// renderedBase is deploy/k8s/base as kustomize renders it, the ConfigMap's name hashed: with
+// kubectl where it is installed, else a rendering of the same shape.
+func renderedBase(t *testing.T) []byte {
+	t.Helper()
+	if kubectl, err := exec.LookPath("kubectl"); err == nil {
+		out, err := exec.Command(kubectl, "kustomize", "../../deploy/k8s/base").Output()
+		require.NoError(t, err)
+		return out
+	}
+	policies, err := os.ReadFile("../../deploy/k8s/base/policies.yaml")
+	require.NoError(t, err)
+	cm, err := yaml.Marshal(map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": "cors-extproc-policies-abc123", "namespace": "cors-extproc"},
+		"data":     map[string]any{"policies.yaml": string(policies)}})
+	require.NoError(t, err)
+	return append(cm, []byte(`---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cors-extproc, namespace: cors-extproc}
+spec:
+  template:
+    spec:
+      containers:
+      - name: cors-extproc
+        args: [--policies=/etc/cors-extproc/policies.yaml]
+        volumeMounts: [{name: policies, mountPath: /etc/cors-extproc}]
+      volumes: [{name: policies, configMap: {name: cors-extproc-policies-abc123}}]
+`)...)
+}
+
+// --strict fails on warnings; without it they pass.
+func TestValidateStrict(t *testing.T) {
+	policies := writeFile(t, "policies.yaml", "loose: {origins: [app.example.com]}\n")
+	out, _, err := runCommand(t, "validate", "--policies", policies)
+	require.NoError(t, err)
+	assert.Contains(t, out, `policy loose: WARNING: origins[0] "app.example.com": has no scheme, so it never matches`)
+	out2, _, err := runCommand(t, "validate", "--strict", "--policies", policies)
+	require.ErrorIs(t, err, errReported)
+	assert.Equal(t, out, out2)
+}
+
+// A ref that cannot resolve because no named-policy file was given says so.
+func TestValidateRefWithoutPolicies(t *testing.T) {
+	out, _, err := runCommand(t, "validate", "testdata/routes.yaml")
+	require.ErrorIs(t, err, errReported)
+	assert.Contains(t, out, `testdata/routes.yaml: route api/good: ERROR: policy "spa" via filter_metadata.cors.ref cannot be checked: no named-policy file was given (--policies FILE)`)
+	assert.NotContains(t, out, "is not in the named-policy file")
+}
+
+// A route whose policy source is over --max-policy-bytes fails validate as it fails in the
+// server; the size is the metadata's as Envoy sends it.
+func TestValidateMaxPolicyBytes(t *testing.T) {
+	routes := writeFile(t, "routes.yaml", `virtual_hosts:
+- name: v
+  routes:
+  - name: meta
+    metadata: {filter_metadata: {cors: {origins: ["https://app.example.com"]}}}
+  - name: grpc
+    typed_per_filter_config:
+      envoy.filters.http.ext_proc:
+        overrides: {grpc_initial_metadata: [{key: x-cors-policy, value: '{"origins": ["https://app.example.com"]}'}]}
+`)
+	// 143 bytes: filter_metadata { key: "cors" value { fields { key: "origins" value { list_value {
+	// values { string_value: "https://app.example.com" } } } } } }
+	out, _, err := runCommand(t, "validate", "--max-policy-bytes", "143", routes)
+	require.NoError(t, err, out)
+	out, _, err = runCommand(t, "validate", "--max-policy-bytes", "142", routes)
+	require.ErrorIs(t, err, errReported)
+	assert.Contains(t, out, "route v/meta: ERROR: metadata: policy source of 143 bytes, over the limit of 142")
+	assert.Contains(t, out, "route v/grpc: OK (ExtProcPerRoute grpc_initial_metadata x-cors-policy)")
+	out, _, err = runCommand(t, "validate", "--max-policy-bytes", "39", routes)
+	require.ErrorIs(t, err, errReported)
+	assert.Contains(t, out, "route v/grpc: ERROR: x-cors-policy: policy source of 40 bytes, over the limit of 39")
+}
+
+// The ext_proc filter's per-route configuration is looked for under --filter-name.
+func TestValidateFilterName(t *testing.T) {
+	routes := writeFile(t, "routes.yaml", `virtual_hosts:
+- name: v
+  routes:
+  - name: r
+    typed_per_filter_config:
+      cors-ext: {disabled: true}
+`)
+	out, _, err := runCommand(t, "validate", routes)
+	require.NoError(t, err)
+	assert.Contains(t, out, "route v/r: OK (no CORS policy)")
+	out, _, err = runCommand(t, "validate", "--filter-name", "cors-ext", routes)
+	require.NoError(t, err)
+	assert.Contains(t, out, "route v/r: OK (ext_proc disabled on the route)")
 }
