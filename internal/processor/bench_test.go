@@ -507,12 +507,12 @@ func BenchmarkPolicyCache(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, a := range attrs {
-			srv.lookup(ctx, a)
+			_, _ = srv.lookup(ctx, a)
 		}
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			if srv.lookup(ctx, attrs[i]).Policy == nil {
+			if res, _ := srv.lookup(ctx, attrs[i]); res.Policy == nil {
 				b.Fatal("no policy")
 			}
 			i = (i + 1) % routes
@@ -527,7 +527,7 @@ func BenchmarkPolicyCache(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			if srv.lookup(ctx, attrs[i]).Policy == nil {
+			if res, _ := srv.lookup(ctx, attrs[i]); res.Policy == nil {
 				b.Fatal("no policy")
 			}
 			i = (i + 1) % routes
@@ -546,11 +546,12 @@ func TestPolicyCacheHitDoesNotAllocate(t *testing.T) {
 	attrs := routeAttributes(t, 3)
 	ctx := context.Background()
 	for _, a := range attrs {
-		require.NotNil(t, srv.lookup(ctx, a).Policy)
+		res, _ := srv.lookup(ctx, a)
+		require.NotNil(t, res.Policy)
 	}
 	i := 0
 	allocs := testing.AllocsPerRun(1000, func() {
-		srv.lookup(ctx, attrs[i%len(attrs)])
+		_, _ = srv.lookup(ctx, attrs[i%len(attrs)])
 		i++
 	})
 	assert.Zero(t, allocs)

@@ -76,14 +76,34 @@ func Lookup(s *Sources) (Resolution, Channel) {
 	return Resolution{}, ChannelNone
 }
 
-// lookup finds the request's policy through Lookup, from the stream's metadata and the
-// metadata text Envoy sends, each resolved through its cache. Its Policy is nil when the
-// request is not on a CORS route. The policy set is loaded once, so a reload during the lookup
+// String is the channel's name in logs and metrics.
+func (c Channel) String() string {
+	switch c {
+	case ChannelGRPCMetadata:
+		return string(channelGRPCMetadata)
+	case ChannelRouteMetadata:
+		return string(channelRouteMetadata)
+	case ChannelVirtualHostMetadata:
+		return string(channelVirtualHostMeta)
+	case ChannelDefault:
+		return "default-policy"
+	}
+	return ""
+}
+
+// errorChannels are the channels a policy can fail to parse in, the label values of
+// cors_extproc_policy_errors_total (the default policy comes from the validated named-policy
+// file).
+var errorChannels = []channel{channelGRPCMetadata, channelRouteMetadata, channelVirtualHostMeta}
+
+// lookup finds the request's policy, and the channel it was found in, through Lookup, from the
+// stream's metadata and the metadata text Envoy sends, each resolved through its cache. Its
+// Policy is nil when the request is not on a CORS route. The policy set is loaded once, so a reload during the lookup
 // cannot mix two sets.
-func (s *Server) lookup(ctx context.Context, attrs *structpb.Struct) Resolution {
+func (s *Server) lookup(ctx context.Context, attrs *structpb.Struct) (Resolution, Channel) {
 	set := s.set.Load()
 	fields := attrs.GetFields()
-	routeName := fields[attrRouteName].GetStringValue()
+	routeName := routeNameOf(attrs)
 	var src Sources
 	if v := metadata.ValueFromIncomingContext(ctx, grpcPolicyKey); len(v) > 0 {
 		src.GRPCPolicy = func() Resolution {
@@ -101,8 +121,12 @@ func (s *Server) lookup(ctx context.Context, attrs *structpb.Struct) Resolution 
 		}
 	}
 	src.Default = func() Resolution { return set.defaultPolicy }
-	res, _ := Lookup(&src)
-	return res
+	return Lookup(&src)
+}
+
+// routeNameOf is the route's name as Envoy sends it (xds.route_name), for logs.
+func routeNameOf(attrs *structpb.Struct) string {
+	return attrs.GetFields()[attrRouteName].GetStringValue()
 }
 
 // resolve returns the cached resolution of source, resolving and caching it on a miss. A broken

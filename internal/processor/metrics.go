@@ -90,6 +90,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for i := range m.limitsExceeded {
 		m.limitsExceeded[i] = limits.WithLabelValues(limitLabels[i])
 	}
+	// Every series exists from the start, at zero, so that rates and alerts see the first error
+	// and dashboards show a flat line rather than no data.
+	for _, ch := range errorChannels {
+		m.policyErrors.WithLabelValues(string(ch))
+	}
+	for _, ch := range []channel{channelGRPCMetadata, channelRouteMetadata} {
+		m.cacheEntries.WithLabelValues(cacheKind(ch))
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{decisions, limits, origins, m.policyErrors, m.cacheEntries,
 			m.cacheHits, m.cacheMisses, m.streamErrors, m.exchangeSeconds} {

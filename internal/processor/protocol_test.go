@@ -3,6 +3,7 @@ package processor
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -543,4 +544,77 @@ func TestMetadataTextSize(t *testing.T) {
 		require.NoError(t, unmarshalMetadataText(text, &md))
 		assert.Equal(t, len(text), MetadataTextSize(&md), text)
 	}
+}
+
+// The debug line of each decision names the route and where its policy came from: the channel,
+// and the named policy where there is one.
+func TestDecisionLogNamesRouteAndSource(t *testing.T) {
+	var logs bytes.Buffer
+	spa, _, err := policy.ParseNamed([]byte("spa: {origins: [\"" + app + "\"]}\n"))
+	require.NoError(t, err)
+	envoy, _ := newEnvoy(t, Options{Policies: spa, DefaultPolicy: "spa",
+		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))},
+		envoytest.Config{AllowModeOverride: true})
+	for _, tc := range []struct {
+		route                 envoytest.Route
+		channel, policy, name string
+	}{
+		{corsRoute(appOnly), "route-metadata", "", "api"},
+		{envoytest.Route{Name: "ref", Metadata: envoyfilter.Metadata("cors", map[string]any{"ref": "spa"})}, "route-metadata", "spa", "ref"},
+		{envoytest.Route{Name: "vh", VirtualHostMetadata: envoyfilter.Metadata("cors", map[string]any{"ref": "spa"})}, "virtual-host-metadata", "spa", "vh"},
+		{envoytest.Route{Name: "grpc", GRPCMetadata: map[string]string{"x-cors-policy": `{"origins": ["*"]}`}}, "grpc-metadata", "", "grpc"},
+		{envoytest.Route{Name: "none"}, "default-policy", "spa", "none"},
+	} {
+		logs.Reset()
+		_, err := envoy.Do(testCtx(t), tc.route, actualFromApp, nil)
+		require.NoError(t, err)
+		var line map[string]any
+		require.NoError(t, json.Unmarshal(logs.Bytes(), &line), logs.String())
+		assert.Equal(t, "cors decision", line["msg"])
+		assert.Equal(t, tc.name, line["route"], tc.channel)
+		assert.Equal(t, tc.channel, line["channel"], tc.name)
+		assert.Equal(t, tc.policy, line["policy_ref"], tc.name)
+	}
+}
+
+// Every metric series the README lists exists at zero before the first request, so that rates
+// and alerts see the first error.
+func TestMetricsExistAtStart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	_, err := New(Options{Registerer: reg})
+	require.NoError(t, err)
+	for _, want := range []string{
+		`cors_extproc_policy_errors_total{channel="grpc-metadata"} 0`,
+		`cors_extproc_policy_errors_total{channel="route-metadata"} 0`,
+		`cors_extproc_policy_errors_total{channel="virtual-host-metadata"} 0`,
+		`cors_extproc_policy_cache_entries{cache="json"} 0`,
+		`cors_extproc_policy_cache_entries{cache="metadata-text"} 0`,
+		`cors_extproc_limits_exceeded_total{limit="header_value"} 0`,
+		`cors_extproc_decisions_total{kind="not_cors"} 0`,
+	} {
+		name, _, _ := strings.Cut(want, "{")
+		assert.Contains(t, gather(t, reg, name), want)
+	}
+}
+
+// gather renders the named metric of reg in the text format.
+func gather(t *testing.T, reg *prometheus.Registry, name string) string {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	var b strings.Builder
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			fmt.Fprintf(&b, "%s{%s} %g\n", name, strings.Join(labels, ","), v)
+		}
+	}
+	return b.String()
 }

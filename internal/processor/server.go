@@ -294,18 +294,25 @@ func (s *Server) endOfStream(ctx context.Context, err error) error {
 
 // requestHeaders takes the request-phase decision and returns what the response phase needs.
 func (s *Server) requestHeaders(ctx context.Context, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) (*policy.Policy, policy.RequestDecision, *extprocv3.ProcessingResponse) {
-	res := s.lookup(ctx, req.GetAttributes()[attributesKey])
+	attrs := req.GetAttributes()[attributesKey]
+	res, ch := s.lookup(ctx, attrs)
 	if res.Policy == nil {
 		s.metrics.decisions[decisionNotCORS].Inc()
 		return nil, policy.RequestDecision{}, replyContinueAndSkip
 	}
-	return s.decideRequest(ctx, &res, h.GetHeaders().GetHeaders())
+	return s.decideRequest(ctx, &res, found{channel: ch, route: attrs}, h.GetHeaders().GetHeaders())
+}
+
+// found is where a request's policy was found, for the decision's log line.
+type found struct {
+	channel Channel
+	route   *structpb.Struct // the request's attributes, holding the route's name
 }
 
 // decideRequest is the request phase under the resolved policy: the decision is taken, counted,
 // logged and returned to Envoy as dynamic metadata, then applied, except in report-only mode,
 // where the request and its response pass untouched.
-func (s *Server) decideRequest(ctx context.Context, res *Resolution, headers []*corev3.HeaderValue) (*policy.Policy, policy.RequestDecision, *extprocv3.ProcessingResponse) {
+func (s *Server) decideRequest(ctx context.Context, res *Resolution, where found, headers []*corev3.HeaderValue) (*policy.Policy, policy.RequestDecision, *extprocv3.ProcessingResponse) {
 	r := ReadRequest(headers)
 	if s.overLimit(&r) {
 		limited := *res
@@ -317,7 +324,10 @@ func (s *Server) decideRequest(ctx context.Context, res *Resolution, headers []*
 	s.countDecision(&d)
 	reportOnly := s.reportOnly || p.ReportOnly()
 	if s.log.Enabled(ctx, slog.LevelDebug) {
-		s.log.Debug("cors decision", "method", r.Method, "origin", r.Origin,
+		// The route and the policy's source (channel, and the named policy where there is
+		// one), as on the error log line of an unusable policy.
+		s.log.Debug("cors decision", "route", routeNameOf(where.route), "channel", where.channel.String(),
+			"policy_ref", res.Name, "method", r.Method, "origin", r.Origin,
 			"kind", kindName(d.Kind), "origin_result", originResultName(d.Origin), "status", d.Status,
 			"report_only", reportOnly)
 	}
@@ -377,7 +387,7 @@ func (s *Server) overLimit(r *policy.Request) bool {
 // server wants the response phase, its reply to response_headers carrying the upstream's
 // response headers (nil otherwise).
 func (s *Server) Preview(p *policy.Policy, request, response []*corev3.HeaderValue) (requestReply, responseReply *extprocv3.ProcessingResponse) {
-	pol, decision, requestReply := s.decideRequest(context.Background(), &Resolution{Found: true, Policy: p}, request)
+	pol, decision, requestReply := s.decideRequest(context.Background(), &Resolution{Found: true, Policy: p}, found{}, request)
 	if requestReply.GetRequestHeaders() != nil && requestReply.GetModeOverride() == nil {
 		responseReply = s.responseHeaders(pol, &decision, &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: response}})
 	}
