@@ -1,5 +1,7 @@
-# cors-extproc image: a static binary on distroless.
-#   docker build --build-arg VERSION=$(git describe --tags --always) -t cors-extproc .
+# The cors-extproc image, ghcr.io/cors-extproc/cors-extproc: a static binary on distroless.
+#   make image
+# which runs, with VERSION from git describe:
+#   docker build --build-arg VERSION=$VERSION -t ghcr.io/cors-extproc/cors-extproc:$VERSION .
 # Kept in step with go.mod's go line (deploy/docker_test.go checks it).
 ARG GO_VERSION=1.26.8
 

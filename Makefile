@@ -2,8 +2,15 @@
 # fetched through the module proxy at a pinned version).
 GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# The version `build` and `image` stamp into the binary (--version, the startup log,
+# cors_extproc_build_info): the nearest tag and the commits since, or the commit.
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BIN         ?= bin/cors-extproc
+# The image's name, the one deploy/k8s, compose and the docs use.
+IMAGE       ?= ghcr.io/cors-extproc/cors-extproc
+DOCKER      ?= docker
 
-.PHONY: test vet fmt-check staticcheck race build run bench e2e soak envoy
+.PHONY: test vet fmt-check staticcheck race build image run bench e2e soak envoy
 
 test: fmt-check vet staticcheck race
 
@@ -38,7 +45,15 @@ e2e:
 # -tags vtprotobuf compiles go-control-plane's generated marshal code, which the server's codec
 # uses to encode replies (BENCHMARKS.md); the bytes on the wire are the same.
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -tags vtprotobuf -o bin/cors-extproc ./cmd/cors-extproc
+	CGO_ENABLED=0 $(GO) build -trimpath -tags vtprotobuf -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/cors-extproc
+
+# The image of the Dockerfile, tagged $(IMAGE):$(VERSION), where a Docker engine answers.
+image:
+	@if ! $(DOCKER) info >/dev/null 2>&1; then \
+	  echo "make image: no Docker engine here ('$(DOCKER) info' fails), so $(IMAGE):$(VERSION) was not built; run it where Docker runs" >&2; \
+	  exit 1; \
+	fi
+	$(DOCKER) build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
 
 run:
 	$(GO) run ./cmd/cors-extproc
