@@ -30,8 +30,12 @@ type kustomization struct {
 	Namespace          string   `json:"namespace,omitempty"`
 	Resources          []string `json:"resources"`
 	ConfigMapGenerator []struct {
-		Name  string   `json:"name"`
-		Files []string `json:"files"`
+		Name      string   `json:"name"`
+		Namespace string   `json:"namespace,omitempty"`
+		Files     []string `json:"files"`
+		Options   struct {
+			Labels map[string]string `json:"labels,omitempty"`
+		} `json:"options,omitempty"`
 	} `json:"configMapGenerator,omitempty"`
 	Patches []struct {
 		Path   string `json:"path"`
@@ -199,6 +203,9 @@ func TestK8sKustomizationListsEveryManifest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		json, _ := filepath.Glob(filepath.Join(filepath.FromSlash(dir), "*.json"))
+		files = append(files, json...)
+		slices.Sort(files)
 		var present []string
 		for _, f := range files {
 			if base := filepath.Base(f); base != "kustomization.yaml" {
