@@ -76,7 +76,8 @@ func TestReadmeMetricsTable(t *testing.T) {
 		listed[m[1]] = labels
 	}
 
-	families := scrape(t, startFullServer(t))
+	s := startFullServer(t)
+	families := scrape(t, s)
 	for name, f := range families {
 		if !strings.HasPrefix(name, "cors_extproc_") {
 			continue
@@ -117,4 +118,7 @@ func TestReadmeMetricsTable(t *testing.T) {
 	}
 	assert.Equal(t, map[string]string{"version": buildVersion(), "goversion": runtime.Version()}, got)
 	assert.Equal(t, 1.0, bi[0].GetGauge().GetValue())
+	serving, ok := s.stderr.logLine("serving")
+	require.True(t, ok)
+	assert.Equal(t, buildVersion(), serving["version"], "the startup line carries the same version")
 }
