@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -9,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// make runs the repository's Makefile; the test skips where make or git is missing.
+// makeOutput runs the repository's Makefile; the test skips where make or git is missing.
 func makeOutput(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	for _, tool := range []string{"make", "git"} {
@@ -17,7 +18,15 @@ func makeOutput(t *testing.T, args ...string) (string, error) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	out, err := exec.Command("make", append([]string{"-s", "-C", "../.."}, args...)...).CombinedOutput()
+	cmd := exec.Command("make", append([]string{"-s", "-C", "../.."}, args...)...)
+	// Not the variables of a make this test may run under (make test): its VERSION, say.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MAKEFLAGS=") && !strings.HasPrefix(kv, "MFLAGS=") && !strings.HasPrefix(kv, "MAKELEVEL=") &&
+			!strings.HasPrefix(kv, "VERSION=") && !strings.HasPrefix(kv, "IMAGE=") && !strings.HasPrefix(kv, "DOCKER=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
