@@ -90,7 +90,7 @@ func serverFlags(c *config, logLevel, mode *string) *flagSet {
 	fs.DurationVar(&c.keepaliveTimeout, "grpc-keepalive-timeout", 10*time.Second, "close a connection whose ping is not answered within this long")
 	fs.UintVar(&c.maxConcurrentStreams, "grpc-max-concurrent-streams", 1000, "streams (in-flight HTTP requests) per Envoy connection; Envoy opens another connection beyond it")
 	fs.IntVar(&c.cacheSize, "policy-cache-size", 10000, "distinct policy sources kept compiled")
-	fs.IntVar(&c.limits.MaxSourceBytes, "max-policy-bytes", processor.DefaultLimits.MaxSourceBytes, "longest policy source (x-cors-policy value, route or virtual-host metadata text) parsed; a longer one is an unusable policy")
+	fs.IntVar(&c.limits.MaxSourceBytes, "max-policy-bytes", processor.DefaultLimits.MaxSourceBytes, "longest policy source (x-cors-policy value, route or virtual-host metadata text, measured on one line without Envoy 1.37.0's debug token) parsed; a longer one is an unusable policy")
 	fs.IntVar(&c.limits.Policy.MaxOrigins, "max-origins", processor.DefaultLimits.Policy.MaxOrigins, "most origins elements in one policy; more make it invalid")
 	fs.IntVar(&c.limits.Policy.MaxRegexInsts, "max-regex-size", processor.DefaultLimits.Policy.MaxRegexInsts, "largest regex origins element, in RE2 program instructions; a larger one makes the policy invalid")
 	fs.IntVar(&c.limits.MaxHeaderValueBytes, "max-header-value-bytes", processor.DefaultLimits.MaxHeaderValueBytes, "longest Origin or access-control-request-* value decided on; a request with a longer one is granted nothing (preflight 403), so no oversized value is ever echoed")

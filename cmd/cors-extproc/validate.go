@@ -50,7 +50,7 @@ func runValidate(_ context.Context, args []string, stdout, _ io.Writer) error {
 	modeName := fs.String("mode", "two-phase", "the server's --mode: filter chains are checked against it")
 	headersNS := fs.String("dynamic-metadata-namespace", "cors-extproc", "the server's --dynamic-metadata-namespace, which the header filters read")
 	limits := policyLimitFlags(fs.FlagSet)
-	maxSourceBytes := fs.Int("max-policy-bytes", processor.DefaultLimits.MaxSourceBytes, "as the server's flag: longest policy source (x-cors-policy value, route or virtual-host metadata text) parsed")
+	maxSourceBytes := fs.Int("max-policy-bytes", processor.DefaultLimits.MaxSourceBytes, "as the server's flag: longest policy source (x-cors-policy value, route or virtual-host metadata text on one line) parsed")
 	if err := fs.parse(args); err != nil {
 		fs.printHelp(stdout, false)
 		return nil
@@ -317,7 +317,7 @@ func chainFindings(in input, mode processor.Mode, ns string) []finding {
 }
 
 // oversized is the error of a site whose policy source is over --max-policy-bytes, as the server
-// would find it: the x-cors-policy value, or the route's metadata as Envoy prints it.
+// would find it: the x-cors-policy value, or the route's metadata text on one line.
 func (c siteCheck) oversized(s *envoyconfig.Site) error {
 	switch {
 	case s.HasGRPCPolicy:

@@ -132,9 +132,12 @@ func routeNameOf(attrs *structpb.Struct) string {
 // resolve returns the cached resolution of source, resolving and caching it on a miss. A broken
 // policy is logged and counted once, by the stream that first cached it.
 func (s *Server) resolve(c *policyCache, source string, ch channel, routeName string, resolveFn func(string) Resolution) Resolution {
-	if len(source) > s.limits.MaxSourceBytes {
+	n := len(source)
+	if n > s.limits.MaxSourceBytes && ch != channelGRPCMetadata {
+		n = metadataTextSize(source)
+	}
+	if n > s.limits.MaxSourceBytes {
 		// Not parsed, and cached under its hash: a cache of such keys would hold megabytes.
-		n := len(source)
 		sum := sha256.Sum256([]byte(source))
 		source = "oversized:" + hex.EncodeToString(sum[:])
 		resolveFn = func(string) Resolution {
@@ -171,15 +174,43 @@ func cacheKind(ch channel) string {
 // stripped first, and nothing after it is empty metadata, a route without a policy. Unknown
 // fields are ignored so that a newer Envoy's Metadata still parses.
 func unmarshalMetadataText(text string, md *corev3.Metadata) error {
+	return prototext.UnmarshalOptions{DiscardUnknown: true, Resolver: anyResolver{}}.Unmarshal([]byte(metadataTextBody(text)), md)
+}
+
+// metadataTextBody is metadata text without what Envoy puts around it: 1.37.0's debug token,
+// whose name and following spaces vary from one Envoy process to the next, and whitespace at
+// either end (1.38 and later end the line with a space).
+func metadataTextBody(text string) string {
 	t := strings.TrimSpace(text)
 	if strings.HasPrefix(t, "goo.gle/debug") {
 		end := strings.IndexAny(t, " \t\r\n")
 		if end < 0 {
-			return nil
+			return ""
 		}
-		t = t[end:]
+		t = strings.TrimSpace(t[end:])
 	}
-	return prototext.UnmarshalOptions{DiscardUnknown: true, Resolver: anyResolver{}}.Unmarshal([]byte(t), md)
+	return t
+}
+
+// metadataTextSize is the size --max-policy-bytes bounds: the text's body (metadataTextBody)
+// with each run of whitespace counted as one space, which is the text on one line as Envoy 1.36
+// prints it. The limit then does not depend on the Envoy release, and validate measures the
+// same from configuration (MetadataTextSize).
+func metadataTextSize(text string) int {
+	n, space := 0, false
+	for _, c := range []byte(metadataTextBody(text)) {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			space = true
+			continue
+		}
+		if space {
+			n++
+			space = false
+		}
+		n++
+	}
+	return n
 }
 
 // anyResolver resolves the types of google.protobuf.Any values in metadata text, such as a

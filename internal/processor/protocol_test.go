@@ -534,7 +534,8 @@ func TestHeadersMetadata(t *testing.T) {
 }
 
 // MetadataTextSize measures metadata as Envoy prints it on one line (the contract's example),
-// so that validate's --max-policy-bytes judges a route as the server does.
+// so that validate's --max-policy-bytes judges a route as the server does (deploy's
+// TestRealEnvoyMetadataTextSize holds it to every pinned Envoy).
 func TestMetadataTextSize(t *testing.T) {
 	for _, text := range []string{
 		`filter_metadata { key: "cors" value { fields { key: "origins" value { list_value { values { string_value: "https://app.example.com" } } } } fields { key: "credentials" value { bool_value: true } } } }`,
@@ -543,6 +544,27 @@ func TestMetadataTextSize(t *testing.T) {
 		var md corev3.Metadata
 		require.NoError(t, unmarshalMetadataText(text, &md))
 		assert.Equal(t, len(text), MetadataTextSize(&md), text)
+	}
+}
+
+// --max-policy-bytes bounds route metadata as it reads on one line, whatever Envoy puts around
+// it or however many lines it prints it on: a route at the bound works under every form.
+func TestMetadataSourceLimitIgnoresEnvoysForm(t *testing.T) {
+	fields := map[string]any{"origins": []string{app}}
+	md := envoyfilter.Metadata("cors", fields)
+	size := MetadataTextSize(md)
+	for _, format := range []envoyfilter.MetadataFormat{envoyfilter.OneLine, envoyfilter.MultiLine, envoyfilter.Debug1370} {
+		for _, limit := range []int{size, size - 1} {
+			envoy, _ := newEnvoy(t, Options{Limits: Limits{MaxSourceBytes: limit}},
+				envoytest.Config{AllowModeOverride: true, MetadataFormat: format})
+			res, err := envoy.Do(testCtx(t), envoytest.Route{Name: "r", Metadata: md}, preflightApp, nil)
+			require.NoError(t, err)
+			if limit == size {
+				assert.Equal(t, 204, res.Response.Status, "format %v, limit %d: at the bound", format, limit)
+			} else {
+				assert.Equal(t, 403, res.Response.Status, "format %v, limit %d: over the bound", format, limit)
+			}
+		}
 	}
 }
 

@@ -60,16 +60,16 @@ func (r *Resolver) MetadataText(text string) Resolution {
 	return r.Metadata(&md)
 }
 
-// MetadataTextSize is the length of md in text format as Envoy sends it (up to 1.36, on one
-// line; later releases' several lines differ only in whitespace), the size that
-// Limits.MaxSourceBytes bounds (contract section 3).
+// MetadataTextSize is the size of md in text format as Envoy sends it, less what the release
+// puts around it (metadataTextBody): the size Limits.MaxSourceBytes bounds (contract section
+// 3), so that validate judges a route's metadata as the server does.
 func MetadataTextSize(md *corev3.Metadata) int {
 	text, err := prototext.MarshalOptions{Multiline: true}.Marshal(md)
 	if err != nil {
 		return 0
 	}
-	// Go's printer writes `name: {`, `{}` and may double a space where Envoy's writes
-	// `name {` and `{ }`.
+	// Envoy prints one line; Go's printer writes `name: {`, `{}` and may double a space where
+	// Envoy's writes `name {` and `{ }`.
 	one := strings.Join(strings.Fields(string(text)), " ")
 	return len(strings.NewReplacer(": {}", " { }", ": {", " {").Replace(one))
 }
