@@ -495,6 +495,27 @@ type serviceMonitor struct {
 	} `json:"spec"`
 }
 
+// prometheusRule holds the fields of the Prometheus Operator's PrometheusRule the monitoring
+// overlay uses; cmd/cors-extproc's TestMonitoringAlertingRules parses its rules with
+// Prometheus's own parser.
+type prometheusRule struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       struct {
+		Groups []struct {
+			Name  string `json:"name"`
+			Rules []struct {
+				Alert       string            `json:"alert"`
+				Expr        string            `json:"expr"`
+				For         string            `json:"for,omitempty"`
+				Labels      map[string]string `json:"labels"`
+				Annotations map[string]string `json:"annotations"`
+			} `json:"rules"`
+		} `json:"groups"`
+	} `json:"spec"`
+}
+
 func TestK8sServiceMonitorOverlay(t *testing.T) {
 	b := loadK8s(t)
 	var sm serviceMonitor

@@ -55,6 +55,7 @@ var manifestKinds = map[string]func(t *testing.T, name string, doc []byte) any{
 	"cert-manager.io/v1 Certificate":                      decoder[certificate],
 	"cert-manager.io/v1 ClusterIssuer":                    decoder[clusterIssuer],
 	"monitoring.coreos.com/v1 ServiceMonitor":             decoder[serviceMonitor],
+	"monitoring.coreos.com/v1 PrometheusRule":             decoder[prometheusRule],
 	"gateway.networking.k8s.io/v1 Gateway":                decoder[gwapiv1.Gateway],
 	"gateway.networking.k8s.io/v1 HTTPRoute":              decoder[gwapiv1.HTTPRoute],
 	"gateway.networking.k8s.io/v1 BackendTLSPolicy":       decoder[gwapiv1.BackendTLSPolicy],

@@ -7,17 +7,15 @@ import (
 	"testing"
 )
 
-// image is the one name of the cors-extproc image.
-const image = "ghcr.io/cors-extproc/cors-extproc"
-
 // imageRef matches what reads as a reference to the cors-extproc image: a registry host (or a
-// placeholder for one) and a path ending in cors-extproc. The module path is not one.
+// placeholder for one) and a path ending in cors-extproc. The module path is not one, nor an
+// example of one's own registry (registry.example.com).
 var imageRef = regexp.MustCompile(`(?:[a-z0-9-]+\.[a-z0-9.-]+|REGISTRY|[A-Z_]+)(?:/[a-z0-9._-]+)*/cors-extproc\b`)
 
 // Every file that names the image names the same one: the Makefile's IMAGE, the Dockerfile's
-// comment, the kustomize base, compose, the READMEs.
+// comment, the kustomize base, the Helm chart, compose, the READMEs.
 func TestImageNameConsistent(t *testing.T) {
-	must := map[string]bool{"../Makefile": true, "../Dockerfile": true, "k8s/base/kustomization.yaml": true,
+	must := map[string]bool{"../Makefile": true, "../Dockerfile": true, "k8s/base/deployment.yaml": true, "helm/cors-extproc/values.yaml": true,
 		"docker-compose.yaml": true, "../README.md": true, "README.md": true}
 	files := []string{"../CHANGELOG.md", "../SECURITY.md"}
 	for f := range must {
@@ -27,20 +25,20 @@ func TestImageNameConsistent(t *testing.T) {
 		text := string(readFile(t, f))
 		found := false
 		for _, ref := range imageRef.FindAllString(text, -1) {
-			if strings.HasPrefix(ref, "github.com/") {
+			if strings.HasPrefix(ref, "github.com/") || strings.Contains(ref, ".example.com/") {
 				continue
 			}
-			if ref != image {
-				t.Errorf("%s: image %q, want %q", f, ref, image)
+			if ref != publishedImage {
+				t.Errorf("%s: image %q, want %q", f, ref, publishedImage)
 			}
 			found = true
 		}
 		if must[f] && !found {
-			t.Errorf("%s: does not name the image %s", f, image)
+			t.Errorf("%s: does not name the image %s", f, publishedImage)
 		}
 	}
-	if !regexp.MustCompile(`(?m)^IMAGE\s+\?= ` + regexp.QuoteMeta(image) + `$`).Match(readFile(t, "../Makefile")) {
-		t.Errorf("Makefile: IMAGE is not %s", image)
+	if !regexp.MustCompile(`(?m)^IMAGE\s+\?= ` + regexp.QuoteMeta(publishedImage) + `$`).Match(readFile(t, "../Makefile")) {
+		t.Errorf("Makefile: IMAGE is not %s", publishedImage)
 	}
 }
 
@@ -60,7 +58,7 @@ func TestLicense(t *testing.T) {
 }
 
 // CHANGELOG.md opens with Unreleased, then one section per release, newest first, each
-// `## [X.Y.Z] - YYYY-MM-DD`; the kustomize base deploys the newest release.
+// `## [X.Y.Z] - YYYY-MM-DD`; the deployment files run the newest release.
 func TestChangelog(t *testing.T) {
 	var headings []string
 	for _, line := range strings.Split(string(readFile(t, "../CHANGELOG.md")), "\n") {
@@ -84,14 +82,8 @@ func TestChangelog(t *testing.T) {
 		}
 		versions = append(versions, m[1])
 	}
-	if len(versions) == 0 {
-		return
-	}
-	k := loadKustomization(t, k8sBaseDir)
-	for _, img := range k.Images {
-		if img.NewName == image && img.NewTag != versions[0] {
-			t.Errorf("k8s/base: image tag %s, but the newest release in CHANGELOG.md is %s", img.NewTag, versions[0])
-		}
+	if len(versions) > 0 && imageTag(t) != versions[0] {
+		t.Errorf("the deployment files run %s:%s, but the newest release in CHANGELOG.md is %s", publishedImage, imageTag(t), versions[0])
 	}
 }
 

@@ -18,6 +18,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
+
+	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
 
 const monitoringDir = "../../deploy/k8s/overlays/monitoring/"
@@ -26,10 +28,10 @@ const monitoringDir = "../../deploy/k8s/overlays/monitoring/"
 // metrics) and TLS (certificate reload metrics).
 func startFullServer(t *testing.T) *runningServer {
 	t.Helper()
-	pki := newTestPKI(t)
-	pki.leaf(t, "server", x509.ExtKeyUsageServerAuth)
+	pki := servicetest.NewPKI(t)
+	pki.Leaf(t, "server", x509.ExtKeyUsageServerAuth, "127.0.0.1")
 	return startServer(t, "--policies", writeFile(t, "policies.yaml", policiesYAML),
-		"--tls-cert", pki.path("server.crt"), "--tls-key", pki.path("server.key"))
+		"--tls-cert", pki.Path("server.crt"), "--tls-key", pki.Path("server.key"))
 }
 
 // scrape reads the server's /metrics before any request.
