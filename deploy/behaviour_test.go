@@ -179,18 +179,7 @@ func TestEnvoyRoutesBehave(t *testing.T) {
 				for _, kv := range tc.headers {
 					req.Headers = append(req.Headers, envoytest.Header{Key: kv[0], Value: kv[1]})
 				}
-				upstream := func(envoytest.Request) envoytest.Response {
-					if tc.local != "" {
-						return envoytest.Response{Status: tc.status, Local: true}
-					}
-					var hs envoytest.Headers
-					for k, vs := range upstreamAnswers[tc.upstream] {
-						for _, v := range vs {
-							hs = append(hs, envoytest.Header{Key: strings.ToLower(k), Value: v})
-						}
-					}
-					return envoytest.Response{Status: 200, Headers: hs}
-				}
+				upstream := simulatedUpstream(tc)
 				var res envoytest.Result
 				if r.ExtProcDisabled {
 					// Envoy skips the disabled filter: no stream, the upstream's answer as it is.
@@ -203,21 +192,44 @@ func TestEnvoyRoutesBehave(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				if want := !tc.answered && tc.local == ""; res.UpstreamCalled != want {
-					t.Errorf("upstream called %v, want %v", res.UpstreamCalled, want)
-				}
-				if res.Response.Status != tc.status {
-					t.Errorf("status %d, want %d", res.Response.Status, tc.status)
-				}
-				got := http.Header{}
-				for _, hv := range res.Response.Headers {
-					got.Add(hv.Key, hv.Value)
-				}
-				if cors := corsHeaders(got); !sameHeaders(cors, tc.cors) {
-					t.Errorf("CORS headers\n got %v\nwant %v", cors, tc.cors)
-				}
+				checkSimulated(t, tc, res)
 			})
 		}
+	}
+}
+
+// simulatedUpstream answers a case's request as upstreamAnswers[tc.upstream] says, or as
+// Envoy itself would (tc.local).
+func simulatedUpstream(tc routeCase) envoytest.Upstream {
+	return func(envoytest.Request) envoytest.Response {
+		if tc.local != "" {
+			return envoytest.Response{Status: tc.status, Local: true}
+		}
+		var hs envoytest.Headers
+		for k, vs := range upstreamAnswers[tc.upstream] {
+			for _, v := range vs {
+				hs = append(hs, envoytest.Header{Key: strings.ToLower(k), Value: v})
+			}
+		}
+		return envoytest.Response{Status: 200, Headers: hs}
+	}
+}
+
+// checkSimulated judges one case's result from the simulated Envoy.
+func checkSimulated(t *testing.T, tc routeCase, res envoytest.Result) {
+	t.Helper()
+	if want := !tc.answered && tc.local == ""; res.UpstreamCalled != want {
+		t.Errorf("upstream called %v, want %v", res.UpstreamCalled, want)
+	}
+	if res.Response.Status != tc.status {
+		t.Errorf("status %d, want %d", res.Response.Status, tc.status)
+	}
+	got := http.Header{}
+	for _, hv := range res.Response.Headers {
+		got.Add(hv.Key, hv.Value)
+	}
+	if cors := corsHeaders(got); !sameHeaders(cors, tc.cors) {
+		t.Errorf("CORS headers\n got %v\nwant %v", cors, tc.cors)
 	}
 }
 

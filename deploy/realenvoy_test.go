@@ -62,7 +62,21 @@ func startStack(t *testing.T, bin realenvoy.Binary, service *servicetest.Service
 	t.Helper()
 	s := &deployStack{service: service, cfg: cfg}
 	withCheckRoutes(t, s.cfg)
-	s.upstream = realenvoy.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	s.upstream = newCaseUpstream(t)
+	realenvoy.Loopback(t, s.cfg.bootstrap, map[string]string{
+		"cors-extproc":  extProcAddr,
+		"demo-upstream": s.upstream.Addr,
+	})
+	s.envoy = realenvoy.Start(t, bin, s.cfg.bootstrap, realenvoy.Options{})
+	s.client = newCaseClient(t)
+	return s
+}
+
+// newCaseUpstream is the recording upstream of the behaviour tables: it answers each request
+// with the upstreamAnswers entry its upstreamHeader names.
+func newCaseUpstream(t *testing.T) *realenvoy.Upstream {
+	t.Helper()
+	return realenvoy.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get(upstreamHeader) == "slow" {
 			// Past the local-504 route's timeout.
 			time.Sleep(time.Second)
@@ -72,26 +86,32 @@ func startStack(t *testing.T, bin realenvoy.Binary, service *servicetest.Service
 		}
 		w.WriteHeader(http.StatusOK)
 	})
-	realenvoy.Loopback(t, s.cfg.bootstrap, map[string]string{
-		"cors-extproc":  extProcAddr,
-		"demo-upstream": s.upstream.Addr,
-	})
-	s.envoy = realenvoy.Start(t, bin, s.cfg.bootstrap, realenvoy.Options{})
+}
+
+// newCaseClient sends the cases to Envoy; its connections close with the test.
+func newCaseClient(t *testing.T) *http.Client {
+	t.Helper()
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
-	s.client = &http.Client{Transport: tr}
-	return s
+	return &http.Client{Transport: tr}
 }
 
 // do sends one case's request through Envoy, tagged so the upstream's record of it can be found.
 func (s *deployStack) do(t *testing.T, tc routeCase, tag string) *http.Response {
 	t.Helper()
 	host, path := requestTarget(t, s.cfg.hcm, tc.route)
+	return sendCase(t, s.client, s.envoy.URL(t, "http"), host, path, tc, tag)
+}
+
+// sendCase sends one case's request to the Envoy listener at base ("http://host:port") for
+// host and path, tagged so the upstream's record of it can be found.
+func sendCase(t *testing.T, client *http.Client, base, host, path string, tc routeCase, tag string) *http.Response {
+	t.Helper()
 	method := tc.method
 	if method == "" {
 		method = http.MethodGet
 	}
-	req, err := http.NewRequest(method, s.envoy.URL(t, "http")+path, nil)
+	req, err := http.NewRequest(method, base+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +121,7 @@ func (s *deployStack) do(t *testing.T, tc routeCase, tag string) *http.Response 
 	}
 	req.Header.Set(realenvoy.TagHeader, tag)
 	req.Header.Set(upstreamHeader, tc.upstream)
-	res, err := s.client.Do(req)
+	res, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,14 +154,8 @@ func TestRealEnvoyRoutesBehave(t *testing.T) {
 								// The route's bucket holds one token: the first request takes it.
 								s.do(t, tc, tag+"-first")
 							}
-							res := s.do(t, tc, tag)
-							if res.StatusCode != tc.status {
-								t.Errorf("status %d, want %d", res.StatusCode, tc.status)
-							}
-							if cors := corsHeaders(res.Header); !sameHeaders(cors, tc.cors) {
-								t.Errorf("CORS headers\n got %v\nwant %v", cors, tc.cors)
-							}
-							s.checkUpstream(t, tc, tag)
+							checkResponse(t, tc, s.do(t, tc, tag))
+							checkUpstream(t, tc, s.upstream.Tagged(tag))
 						})
 					}
 				})
@@ -150,10 +164,20 @@ func TestRealEnvoyRoutesBehave(t *testing.T) {
 	}
 }
 
-// checkUpstream checks what the upstream saw of one case's request.
-func (s *deployStack) checkUpstream(t *testing.T, tc routeCase, tag string) {
+// checkResponse judges one case's response from a real Envoy: the status and every CORS header.
+func checkResponse(t *testing.T, tc routeCase, res *http.Response) {
 	t.Helper()
-	seen := s.upstream.Tagged(tag)
+	if res.StatusCode != tc.status {
+		t.Errorf("status %d, want %d", res.StatusCode, tc.status)
+	}
+	if cors := corsHeaders(res.Header); !sameHeaders(cors, tc.cors) {
+		t.Errorf("CORS headers\n got %v\nwant %v", cors, tc.cors)
+	}
+}
+
+// checkUpstream checks what the upstream saw of one case's request.
+func checkUpstream(t *testing.T, tc routeCase, seen []realenvoy.Seen) {
+	t.Helper()
 	reaches := !tc.answered && (tc.local == "" || tc.local == localTimeout)
 	switch {
 	case !reaches && len(seen) > 0:
@@ -185,15 +209,21 @@ func TestRealEnvoyAccessLogGetsDecisions(t *testing.T) {
 		t.Run(bin.Version, func(t *testing.T) {
 			s := startDeployStack(t, bin, service)
 			s.do(t, tc, "access-log")
-			// The stdout access logger writes on its own flush timer.
-			deadline := time.Now().Add(10 * time.Second)
-			for !slices.ContainsFunc(s.envoy.AccessLog(), func(l string) bool { return strings.Contains(l, want) }) {
-				if time.Now().After(deadline) {
-					t.Fatalf("no access log line holds\n%s\nlines:\n%s", want, strings.Join(s.envoy.AccessLog(), "\n"))
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+			awaitAccessLog(t, s.envoy, want)
 		})
+	}
+}
+
+// awaitAccessLog waits for an access log line of e holding want: stdout and file access
+// loggers write on their own flush timer.
+func awaitAccessLog(t *testing.T, e *realenvoy.Envoy, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.ContainsFunc(e.AccessLog(), func(l string) bool { return strings.Contains(l, want) }) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no access log line holds\n%s\nlines:\n%s", want, strings.Join(e.AccessLog(), "\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
