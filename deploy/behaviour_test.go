@@ -12,7 +12,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
@@ -268,44 +267,6 @@ func TestEnvoyAccessLogGetsDecisions(t *testing.T) {
 			t.Errorf("envoy.yaml: the access log does not show %s", key)
 		}
 	}
-}
-
-// TestEnvoyGatewayRouteBehaves plays the HTTPRoute's rule with the metadata Envoy Gateway
-// gives it, printed as Envoy Gateway v1.9's Envoy (1.39) prints it, through an ext_proc filter
-// configured as the EnvoyExtensionPolicy asks.
-func TestEnvoyGatewayRouteBehaves(t *testing.T) {
-	f := loadEnvoyGateway(t)
-	ext := f.policy.Spec.ExtProc[0]
-	d, err := time.ParseDuration(string(*ext.MessageTimeout))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &extprocv3.ExternalProcessor{
-		AllowModeOverride: ext.ProcessingMode.AllowModeOverride,
-		RequestAttributes: ext.ProcessingMode.Request.Attributes,
-		MessageTimeout:    durationpb.New(d),
-	}
-	envoy := newEnvoy(t, cfg, envoyfilter.MultiLine, processor.ModeTwoPhase, nil)
-
-	md := envoyGatewayRouteMetadata(t, f)["demo/storefront/api"]
-	if md == nil {
-		t.Fatal("no metadata for the storefront HTTPRoute's api rule")
-	}
-	r := envoytest.Route{Name: "httproute/demo/storefront/rule/0/match/0/api_shop_example_com", Metadata: md}
-	play(t, envoy, []exchange{
-		{name: "market subdomain preflight", route: r, req: preflight("https://de.shop.example.com", "POST"),
-			answered: true, status: 204,
-			want: map[string]string{acao: "https://de.shop.example.com", acac: "true", acam: "GET,POST,PUT,DELETE",
-				acah: "content-type,authorization", acma: "600", "vary": "Origin"}},
-		{name: "look-alike refused", route: r, req: preflight("https://shop.example.com.evil.test", "POST"),
-			answered: true, status: 204, absent: []string{acao}},
-		{name: "actual decorated", route: r, req: actual("https://shop.example.com"),
-			status: 200, want: map[string]string{acao: "https://shop.example.com", aceh: "x-cart-id"}},
-		{name: "no Origin: untouched (allow_origin_absent false)", route: r, req: actual(""),
-			upstream: upstreamWithCORS, status: 200,
-			want:   map[string]string{acao: "https://upstream.example"},
-			absent: []string{acac, "vary"}},
-	})
 }
 
 // TestIstioRoutesBehave plays the Istio routes with the x-cors-policy metadata their

@@ -62,6 +62,7 @@ var manifestKinds = map[string]func(t *testing.T, name string, doc []byte) any{
 	"gateway.networking.k8s.io/v1beta1 ReferenceGrant":    decoder[gwapiv1b1.ReferenceGrant],
 	"gateway.envoyproxy.io/v1alpha1 EnvoyProxy":           decoder[envoyProxy],
 	"gateway.envoyproxy.io/v1alpha1 EnvoyExtensionPolicy": decoder[envoyExtensionPolicy],
+	"gateway.envoyproxy.io/v1alpha1 EnvoyPatchPolicy":     decoder[envoyPatchPolicy],
 	"networking.istio.io/v1 Gateway":                      istioDecoder[networkingv1.Gateway]("Gateway"),
 	"networking.istio.io/v1 VirtualService":               istioDecoder[networkingv1.VirtualService]("VirtualService"),
 	"networking.istio.io/v1 DestinationRule":              istioDecoder[networkingv1.DestinationRule]("DestinationRule"),

@@ -43,9 +43,14 @@ func TestNamedPoliciesAreReferenced(t *testing.T) {
 			}
 		}
 	}
-	for _, r := range loadEnvoyGateway(t).httpRoutes {
-		ref := r.Annotations[egAnnotationPrefix+"cors-policy"]
-		used[ref] = append(used[ref], "envoy-gateway HTTPRoute "+r.Name)
+	eg := loadEnvoyGateway(t)
+	if ref, ok := eg.gateway.Annotations[egAnnotationPrefix+"cors-policy"]; ok {
+		used[ref] = append(used[ref], "envoy-gateway Gateway "+eg.gateway.Name)
+	}
+	for _, r := range eg.httpRoutes {
+		if ref, ok := r.Annotations[egAnnotationPrefix+"cors-policy"]; ok {
+			used[ref] = append(used[ref], "envoy-gateway HTTPRoute "+r.Name)
+		}
 	}
 	for route, value := range istioPolicies(t, loadIstio(t)) {
 		var p struct {
