@@ -8,9 +8,11 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -33,7 +35,13 @@ type Stream struct {
 // every message of every stream: what a given Envoy release really sends.
 type Recorder struct {
 	extprocv3.UnimplementedExternalProcessorServer
+	// Addr is where NewRecorder serves it ("" for NewRecorderFor).
 	Addr string
+	// Alter, when set, may change the server's reply before it goes on to Envoy; the recording
+	// holds the reply as changed. It shows how Envoy takes a reply the server never sends (a
+	// mode_override left at DEFAULT, say). s holds the stream so far: its last request is the
+	// one res answers. Set it before the first stream opens.
+	Alter func(s *Stream, res *extprocv3.ProcessingResponse)
 
 	backend extprocv3.ExternalProcessorClient
 	mu      sync.Mutex
@@ -49,11 +57,22 @@ func NewRecorder(t testing.TB, backend string) *Recorder {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Connected before the first stream: a stream that waits for the connection could miss
+	// Envoy's per-message timeout, and the request would go on unprocessed.
+	conn.Connect()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for s := conn.GetState(); s != connectivity.Ready; s = conn.GetState() {
+		if !conn.WaitForStateChange(ctx, s) {
+			t.Fatalf("recorder: no connection to %s: %v", backend, s)
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Recorder{Addr: ln.Addr().String(), backend: extprocv3.NewExternalProcessorClient(conn)}
+	r := NewRecorderFor(conn)
+	r.Addr = ln.Addr().String()
 	srv := grpc.NewServer()
 	extprocv3.RegisterExternalProcessorServer(srv, r)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
@@ -63,6 +82,12 @@ func NewRecorder(t testing.TB, backend string) *Recorder {
 		_ = conn.Close()
 	})
 	return r
+}
+
+// NewRecorderFor returns a Recorder, not served, that forwards every stream on backend: the
+// caller serves it (in memory, say, in front of an in-process server).
+func NewRecorderFor(backend grpc.ClientConnInterface) *Recorder {
+	return &Recorder{backend: extprocv3.NewExternalProcessorClient(backend)}
 }
 
 // Streams returns the streams recorded so far, in the order they opened.
@@ -105,7 +130,7 @@ func (r *Recorder) Process(down extprocv3.ExternalProcessor_ProcessServer) error
 
 	ctx, cancel := context.WithCancel(down.Context())
 	defer cancel()
-	up, err := r.backend.Process(metadata.NewOutgoingContext(ctx, md))
+	up, err := r.backend.Process(metadata.NewOutgoingContext(ctx, metadata.MD(rec.Metadata).Copy()))
 	if err != nil {
 		return err
 	}
@@ -133,6 +158,9 @@ func (r *Recorder) Process(down extprocv3.ExternalProcessor_ProcessServer) error
 			return err
 		}
 		r.mu.Lock()
+		if r.Alter != nil {
+			r.Alter(rec, res)
+		}
 		rec.Responses[i] = proto.Clone(res).(*extprocv3.ProcessingResponse)
 		r.mu.Unlock()
 		if err := down.Send(res); err != nil {
