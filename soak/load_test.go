@@ -91,7 +91,7 @@ func newEnvoys(t *testing.T, svc *service, n int) []*envoytest.Envoy {
 	for i := range envoys {
 		envoys[i] = envoytest.New(svc.dial(t), envoytest.Config{
 			AllowModeOverride: true,
-			MetadataFormat:    []envoyfilter.MetadataFormat{envoyfilter.OneLine, envoyfilter.MultiLine}[i%2],
+			MetadataFormat:    []envoyfilter.MetadataFormat{envoyfilter.OneLine, envoyfilter.OneLineTrailingSpace}[i%2],
 		})
 	}
 	return envoys

@@ -21,17 +21,27 @@ const (
 )
 
 // MetadataFormat is how Envoy prints route and virtual-host metadata into the
-// xds.route_metadata and xds.virtual_host_metadata attributes (contract §3).
+// xds.route_metadata and xds.virtual_host_metadata attributes (contract §3). The releases each
+// format stands for are those recorded in deploy/testdata/envoy-recordings; Config.ForRelease
+// picks the format of a release.
 type MetadataFormat int
 
 const (
-	// OneLine is C++ ShortDebugString, as Envoy up to 1.36 prints it.
+	// OneLine is C++ ShortDebugString, as Envoy 1.36 prints it: one line, no trailing space.
 	OneLine MetadataFormat = iota
-	// MultiLine is the C++ TextFormat printer (two-space indent, one field a line), as later
-	// releases print it.
+	// MultiLine is the C++ TextFormat printer's default layout (two-space indent, one field a
+	// line). No recorded release prints it (the contract expected releases after 1.36 to); it
+	// stays so that tests show the server reads any layout text format allows.
 	MultiLine
-	// Debug1370 is Envoy 1.37.0's debug form: a leading goo.gle/debugonly token and extra spaces.
+	// Debug1370 is Envoy 1.37.0's debug form: a goo.gle/debug... token, then spaces, then the
+	// one-line text without a trailing space; empty metadata is the token and a space. 1.37.0
+	// picks the token (goo.gle/debugonly, goo.gle/debugstr or goo.gle/debugproto) and the number
+	// of spaces (one to three, one more before a text) at random once per process; this prints
+	// goo.gle/debugproto and one space ("goo.gle/debugproto  filter_metadata {...}").
 	Debug1370
+	// OneLineTrailingSpace is the C++ TextFormat printer in single-line mode, as Envoy 1.38 on
+	// print it: OneLine with a space after the last "}". Empty metadata prints as "".
+	OneLineTrailingSpace
 )
 
 func (f MetadataFormat) String() string {
@@ -42,12 +52,14 @@ func (f MetadataFormat) String() string {
 		return "MultiLine"
 	case Debug1370:
 		return "Debug1370"
+	case OneLineTrailingSpace:
+		return "OneLineTrailingSpace"
 	}
 	return "MetadataFormat(" + strconv.Itoa(int(f)) + ")"
 }
 
-// debugMarker is the token Envoy 1.37.0 puts in front of the text (contract §3).
-const debugMarker = "goo.gle/debugonly"
+// debugMarker is the token Debug1370 puts in front of the text (contract §3).
+const debugMarker = "goo.gle/debugproto"
 
 // MetadataText prints m as Envoy's CEL attribute printer does (contract §2 and §3): protobuf
 // text format with map entries sorted by key, numbers as C++ prints doubles (600, 0.5, 1e+21),
@@ -59,11 +71,9 @@ func MetadataText(m *corev3.Metadata, f MetadataFormat) (string, error) {
 	}
 	p := printer{sep: ": "}
 	switch f {
-	case OneLine:
+	case OneLine, Debug1370, OneLineTrailingSpace:
 	case MultiLine:
 		p.multi = true
-	case Debug1370:
-		p.sep = ":  "
 	default:
 		return "", fmt.Errorf("envoyfilter: unknown metadata format %v", f)
 	}
@@ -76,12 +86,14 @@ func MetadataText(m *corev3.Metadata, f MetadataFormat) (string, error) {
 		p.close()
 	}
 	s := p.b.String()
-	if p.multi || s == "" {
-		return s, nil
-	}
-	s = strings.TrimRight(s, " ")
-	if f == Debug1370 {
-		s = debugMarker + "  " + s
+	switch f {
+	case OneLine:
+		s = strings.TrimRight(s, " ")
+	case Debug1370:
+		if s = strings.TrimRight(s, " "); s != "" {
+			s = " " + s
+		}
+		s = debugMarker + " " + s
 	}
 	return s, nil
 }

@@ -52,25 +52,32 @@ func TestMetadataTextMultiLineExact(t *testing.T) {
 	}
 }
 
-func TestMetadataTextDebug1370(t *testing.T) {
-	got, err := MetadataText(Metadata("cors", map[string]any{"max_age": 600}), Debug1370)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(got, "goo.gle/debugonly ") {
-		t.Errorf("no debug marker: %q", got)
-	}
-	if !strings.Contains(got, ":  ") {
-		t.Errorf("no extra spaces: %q", got)
+// The one-line formats as Envoy 1.37.0 and 1.38 on print them (deploy/testdata/envoy-recordings).
+// Envoy 1.37.0 proved the earlier expectation wrong: the fields are separated by ": " as in
+// the other formats, not ":  ", and the token is one of three, followed by spaces.
+func TestMetadataTextOneLineVariantsExact(t *testing.T) {
+	m := Metadata("cors", map[string]any{"max_age": 600})
+	text := `filter_metadata { key: "cors" value { fields { key: "max_age" value { number_value: 600 } } } }`
+	for f, want := range map[MetadataFormat]string{
+		Debug1370:            "goo.gle/debugproto  " + text,
+		OneLineTrailingSpace: text + " ",
+	} {
+		if got, err := MetadataText(m, f); err != nil || got != want {
+			t.Errorf("%v: %q, %v\nwant %q", f, got, err, want)
+		}
 	}
 }
 
 func TestMetadataTextEmpty(t *testing.T) {
-	for _, f := range []MetadataFormat{OneLine, MultiLine, Debug1370} {
+	for _, f := range []MetadataFormat{OneLine, MultiLine, Debug1370, OneLineTrailingSpace} {
+		want := ""
+		if f == Debug1370 {
+			want = "goo.gle/debugproto " // recorded: the token and its spaces alone
+		}
 		for _, m := range []*corev3.Metadata{nil, {}} {
 			got, err := MetadataText(m, f)
-			if err != nil || got != "" {
-				t.Errorf("%v of %v = %q, %v; want empty", f, m, got, err)
+			if err != nil || got != want {
+				t.Errorf("%v of %v = %q, %v; want %q", f, m, got, err, want)
 			}
 		}
 	}
@@ -100,12 +107,12 @@ func TestMetadataTextRoundTrip(t *testing.T) {
 		"envoy-gateway": {"resources": []any{map[string]any{"annotations": map[string]any{"cors-policy": "strict"}}}},
 		"empty":         {},
 	})
-	for _, f := range []MetadataFormat{OneLine, MultiLine, Debug1370} {
+	for _, f := range []MetadataFormat{OneLine, MultiLine, Debug1370, OneLineTrailingSpace} {
 		text, err := MetadataText(m, f)
 		if err != nil {
 			t.Fatalf("%v: %v", f, err)
 		}
-		if f == OneLine && strings.Contains(text, "\n") {
+		if f != MultiLine && strings.Contains(text, "\n") {
 			t.Errorf("one-line text holds a newline: %q", text)
 		}
 		body := strings.TrimSpace(strings.TrimPrefix(text, debugMarker))

@@ -14,6 +14,7 @@ package envoytest
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -94,6 +95,36 @@ type Config struct {
 	// HeaderFilter, when set, plays the header filters placed after ext_proc that write a
 	// response's headers from the request's dynamic metadata (docs/envoy-extproc.md section 7).
 	HeaderFilter *HeaderFilter
+	// SkipLocalReplies plays Envoy 1.36 (recorded; by Envoy's changelog 1.34 and 1.35 too,
+	// runtime guard skip_ext_proc_on_local_reply): a response Envoy makes itself reaches no
+	// ext_proc server. 1.37 on send it as they did before 1.34 (recorded): a router's local
+	// reply like an upstream's response, a filter's ahead of ext_proc on a stream of its own
+	// (LocalReply; contract section 1). ForRelease sets it.
+	SkipLocalReplies bool
+}
+
+// ForRelease returns c set up as the Envoy release version ("1.40.0") behaves where releases
+// differ: MetadataFormat and SkipLocalReplies. It knows the releases whose ext_proc messages
+// are recorded in deploy/testdata/envoy-recordings: 1.36 prints metadata on one line and skips
+// local replies; 1.37.0 prints the goo.gle/debug marker; 1.38 on print one line with a
+// trailing space and send local replies (later releases are taken to behave as 1.40 until a
+// recording says otherwise). Other releases are an error.
+func (c Config) ForRelease(version string) (Config, error) {
+	var major, minor, patch int
+	if _, err := fmt.Sscanf(version, "%d.%d.%d", &major, &minor, &patch); err != nil || major != 1 {
+		return c, fmt.Errorf("envoytest: Envoy release %q: want 1.MINOR.PATCH", version)
+	}
+	switch {
+	case minor == 36:
+		c.MetadataFormat, c.SkipLocalReplies = envoyfilter.OneLine, true
+	case minor == 37 && patch == 0:
+		c.MetadataFormat, c.SkipLocalReplies = envoyfilter.Debug1370, false
+	case minor >= 38:
+		c.MetadataFormat, c.SkipLocalReplies = envoyfilter.OneLineTrailingSpace, false
+	default:
+		return c, fmt.Errorf("envoytest: no recording of Envoy %s's ext_proc messages", version)
+	}
+	return c, nil
 }
 
 // Route is the route Envoy matched for the request, as far as ext_proc sees it.
@@ -113,13 +144,18 @@ type Route struct {
 	// Unmatched plays a request for which no route matched: Envoy then sends none of the xds.*
 	// attributes (absent values are left out, contract §2).
 	Unmatched bool
+	// ProcessingMode is the route's ExtProcPerRoute overrides.processing_mode, nil for none.
+	// Only response_header_mode SKIP is played: the response phase is skipped unless a
+	// honoured mode_override replaces the mode.
+	ProcessingMode *procmodev3.ProcessingMode
 }
 
-// Request is the downstream HTTP request as it reaches ext_proc. Empty Method, Scheme,
+// Request is the downstream HTTP/1.1 request as the client sends it. Empty Method, Scheme,
 // Authority and Path default to GET, https, example.com and /. Header keys are lower-cased as
 // Envoy's codecs do; Headers must hold neither pseudo-headers nor host (that is Authority).
 // Each field is sent as it is: to play Envoy joining two Origin headers (contract §2), write one
-// field "a, b".
+// field "a, b". Envoy's connection manager adds x-forwarded-proto and x-request-id after the
+// client's headers when the client did not send them (recorded on every pinned release).
 type Request struct {
 	Method, Scheme, Authority, Path string
 	Headers                         Headers
@@ -141,9 +177,10 @@ type Response struct {
 	Body    bool
 	// Local, in what an Upstream returns: Envoy made this response itself after the request
 	// phase instead of reaching the upstream (a router 503 or 504, a direct_response route, a
-	// 403 or 429 from a filter after ext_proc). From Envoy 1.34 such a reply is not sent to
-	// ext_proc (runtime guard skip_ext_proc_on_local_reply; contract page, top), so only the
-	// header filter decorates it.
+	// 403 or 429 from a filter after ext_proc). It carries no x-envoy-upstream-service-time,
+	// which the router adds after an upstream's headers. Envoy 1.36 sends it to no ext_proc
+	// server (SkipLocalReplies), so only the header filter decorates it; 1.37 on send it to
+	// the response phase like an upstream's (recorded, deploy/testdata/envoy-recordings).
 	Local bool
 }
 
@@ -216,6 +253,7 @@ func (e *Envoy) Do(ctx context.Context, route Route, req Request, upstream Upstr
 	if err != nil {
 		return Result{}, err
 	}
+	req = connectionManagerHeaders(req)
 	attrs, err := e.attributes(route)
 	if err != nil {
 		return Result{}, err
@@ -227,6 +265,7 @@ func (e *Envoy) Do(ctx context.Context, route Route, req Request, upstream Upstr
 	if err != nil {
 		return Result{Response: localReply(500)}, err
 	}
+	x.skipResponse = route.ProcessingMode.GetResponseHeaderMode() == procmodev3.ProcessingMode_SKIP
 	var res Result
 	if e.cfg.ObservabilityMode {
 		err = x.observe(&res, req, attrs, upstream)
@@ -241,9 +280,13 @@ func (e *Envoy) Do(ctx context.Context, route Route, req Request, upstream Upstr
 }
 
 // LocalReply plays a filter that runs before ext_proc and replies locally (contract §1): the
-// stream's first and only message is response_headers; no request phase is seen.
+// stream's first and only message is response_headers; no request phase is seen. With
+// SkipLocalReplies no stream is opened and the reply goes out as it is.
 func (e *Envoy) LocalReply(ctx context.Context, route Route, resp Response) (Result, error) {
 	resp = normalizeResponse(resp)
+	if e.cfg.SkipLocalReplies {
+		return Result{Response: resp}, nil
+	}
 	x, err := e.open(ctx, route)
 	if err != nil {
 		return Result{Response: localReply(500)}, err
@@ -283,12 +326,19 @@ type reply struct {
 	err error
 }
 
-// open starts the stream, with the route's gRPC initial metadata (contract §3).
+// envoyAddress is the address the simulated Envoy gives as its own.
+const envoyAddress = "192.0.2.1"
+
+// open starts the stream, with the route's gRPC initial metadata (contract §3) after what
+// Envoy's gRPC client sends on every stream (recorded on every pinned release): x-envoy-internal
+// and x-forwarded-for with Envoy's own address.
 func (e *Envoy) open(ctx context.Context, route Route) (*exchange, error) {
 	sctx, cancel := context.WithCancel(ctx)
-	if len(route.GRPCMetadata) > 0 {
-		sctx = metadata.NewOutgoingContext(sctx, metadata.New(route.GRPCMetadata))
+	md := metadata.Pairs("x-envoy-internal", "true", "x-forwarded-for", envoyAddress)
+	for k, v := range route.GRPCMetadata {
+		md.Append(k, v)
 	}
+	sctx = metadata.NewOutgoingContext(sctx, md)
 	stream, err := e.client.Process(sctx)
 	if err != nil {
 		cancel()
@@ -450,7 +500,7 @@ func (x *exchange) request(ctx context.Context, res *Result, req Request, attrs 
 	if err := x.checkResponseBody(resp); err != nil {
 		return failed(res, err)
 	}
-	if x.skipResponse || resp.Local {
+	if x.skipResponse || (resp.Local && x.e.cfg.SkipLocalReplies) {
 		return nil
 	}
 	return x.response(ctx, res, resp)
@@ -458,11 +508,14 @@ func (x *exchange) request(ctx context.Context, res *Result, req Request, attrs 
 
 // callUpstream gets the response, the upstream's or a Local one, and passes it through the
 // header filter, which comes after ext_proc in the filter chain and so sees the response first.
+// The router adds x-envoy-upstream-service-time after an upstream's headers, not to its own
+// replies (recorded on every pinned release).
 func (x *exchange) callUpstream(res *Result, req Request, upstream Upstream) (Response, error) {
 	resp := normalizeResponse(upstream(req))
 	if !resp.Local {
 		res.UpstreamCalled = true
 		res.UpstreamRequest = req
+		resp.Headers = append(resp.Headers, Header{Key: "x-envoy-upstream-service-time", Value: "1"})
 	}
 	res.Response = resp
 	if f := x.e.cfg.HeaderFilter; f != nil {
@@ -496,6 +549,7 @@ func (x *exchange) response(ctx context.Context, res *Result, resp Response) err
 			return failed(res, fmt.Errorf("%w: response_headers reply: %w (Envoy answers 500)", ErrContract, err))
 		}
 		res.Response = responseFromFields(fields, resp.Body)
+		res.Response.Local = resp.Local
 	case *extprocv3.ProcessingResponse_ImmediateResponse:
 		// Envoy takes an immediate_response at any point and replaces the upstream's response
 		// with it (Envoy source, Filter::onReceiveMessage); the contract only uses it for
@@ -524,7 +578,7 @@ func (x *exchange) checkResponseBody(resp Response) error {
 func (x *exchange) observe(res *Result, req Request, attrs *structpb.Struct, upstream Upstream) error {
 	x.send(requestHeaders(req, attrs))
 	resp, err := x.callUpstream(res, req, upstream)
-	if err != nil || resp.Local {
+	if err != nil || x.skipResponse || (resp.Local && x.e.cfg.SkipLocalReplies) {
 		return err
 	}
 	res.ResponsePhaseSent = true
@@ -558,7 +612,10 @@ func (x *exchange) receiveMetadata(res *Result, r *extprocv3.ProcessingResponse)
 
 // override honours mode_override only with AllowModeOverride (contract §4). Envoy replaces its
 // whole processing mode with it, whatever kind of reply carries it (Envoy source,
-// Filter::onReceiveMessage), so an override leaving response_header_mode at DEFAULT means SEND.
+// Filter::onReceiveMessage), so an override leaving response_header_mode at DEFAULT means SEND,
+// even on a route whose own processing_mode skips the response phase: recorded on every
+// pinned release (deploy/testdata/envoy-recordings), though the contract said DEFAULT keeps
+// the configured mode from 1.34.
 func (x *exchange) override(r *extprocv3.ProcessingResponse) {
 	mo := r.GetModeOverride()
 	if mo == nil || !x.e.cfg.AllowModeOverride {
@@ -711,13 +768,38 @@ func responseHeaders(resp Response, endOfStream bool) *extprocv3.ProcessingReque
 }
 
 // requestFields is the request's header map as Envoy holds it: pseudo-headers first (contract
-// §2), then the fields in order.
+// §2), in the order Envoy's HTTP/1.1 codec and connection manager set them (recorded on every
+// pinned release), then the fields in order.
 func requestFields(r Request) []Header {
 	fields := make([]Header, 0, 4+len(r.Headers))
 	fields = append(fields,
-		Header{Key: ":method", Value: r.Method}, Header{Key: ":path", Value: r.Path},
-		Header{Key: ":scheme", Value: r.Scheme}, Header{Key: ":authority", Value: r.Authority})
+		Header{Key: ":authority", Value: r.Authority}, Header{Key: ":path", Value: r.Path},
+		Header{Key: ":method", Value: r.Method}, Header{Key: ":scheme", Value: r.Scheme})
 	return append(fields, r.Headers...)
+}
+
+// connectionManagerHeaders adds what Envoy's connection manager adds to a request before the
+// first filter sees it, when the client sent none (recorded on every pinned release):
+// x-forwarded-proto (the scheme), then x-request-id (a fresh UUID).
+func connectionManagerHeaders(r Request) Request {
+	hs := append(Headers(nil), r.Headers...)
+	if _, ok := hs.Get("x-forwarded-proto"); !ok {
+		hs = append(hs, Header{Key: "x-forwarded-proto", Value: r.Scheme})
+	}
+	if _, ok := hs.Get("x-request-id"); !ok {
+		hs = append(hs, Header{Key: "x-request-id", Value: requestID()})
+	}
+	r.Headers = hs
+	return r
+}
+
+// requestID is a random (version 4) UUID, as Envoy generates for x-request-id.
+func requestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 func requestFromFields(fields []Header, body bool) Request {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -146,6 +147,8 @@ func headersOf(hm *corev3.HeaderMap) Headers {
 	return hs
 }
 
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+
 func TestContinueAll(t *testing.T) {
 	f := &fakeServer{reply: continueAll}
 	envoy := start(t, f, Config{})
@@ -163,7 +166,9 @@ func TestContinueAll(t *testing.T) {
 	if !res.UpstreamCalled || !res.ResponsePhaseSent || res.Answered || res.Messages != 2 || res.ClosedByServer {
 		t.Errorf("unexpected result %+v", res)
 	}
-	wantResp := Response{Status: 201, Headers: Headers{{Key: "vary", Value: "Accept"}, {Key: "x-up", Value: "1"}}}
+	// The router adds x-envoy-upstream-service-time after the upstream's headers (recorded on
+	// every pinned release, deploy/testdata/envoy-recordings).
+	wantResp := Response{Status: 201, Headers: Headers{{Key: "vary", Value: "Accept"}, {Key: "x-up", Value: "1"}, {Key: "x-envoy-upstream-service-time", Value: "1"}}}
 	if !reflect.DeepEqual(res.Response, wantResp) {
 		t.Errorf("response %+v, want %+v", res.Response, wantResp)
 	}
@@ -183,9 +188,17 @@ func TestContinueAll(t *testing.T) {
 	if rh == nil || !rh.GetEndOfStream() {
 		t.Fatalf("first message %v, want request_headers with end_of_stream", first)
 	}
-	wantHeaders := Headers{{Key: ":method", Value: "POST"}, {Key: ":path", Value: "/items?x=1"}, {Key: ":scheme", Value: "https"},
-		{Key: ":authority", Value: "api.example.com"}, {Key: "origin", Value: "https://app.example.com"}, {Key: "accept", Value: "a"}, {Key: "accept", Value: "b"}}
-	if got := headersOf(rh.GetHeaders()); !reflect.DeepEqual(got, wantHeaders) {
+	// As recorded from every pinned Envoy: the pseudo-headers in the HTTP/1.1 codec's order
+	// (not :method first, as this test said before), the client's headers, then what the
+	// connection manager adds: x-forwarded-proto and a fresh x-request-id.
+	wantHeaders := Headers{{Key: ":authority", Value: "api.example.com"}, {Key: ":path", Value: "/items?x=1"}, {Key: ":method", Value: "POST"},
+		{Key: ":scheme", Value: "https"}, {Key: "origin", Value: "https://app.example.com"}, {Key: "accept", Value: "a"}, {Key: "accept", Value: "b"},
+		{Key: "x-forwarded-proto", Value: "https"}, {Key: "x-request-id", Value: "(a UUID)"}}
+	got := headersOf(rh.GetHeaders())
+	if len(got) == len(wantHeaders) && uuidRE.MatchString(got[len(got)-1].Value) {
+		got[len(got)-1].Value = "(a UUID)"
+	}
+	if !reflect.DeepEqual(got, wantHeaders) {
 		t.Errorf("request headers %v, want %v", got, wantHeaders)
 	}
 	for _, h := range append(rh.GetHeaders().GetHeaders(), second.GetResponseHeaders().GetHeaders().GetHeaders()...) {
@@ -202,7 +215,7 @@ func TestContinueAll(t *testing.T) {
 	if first.GetMetadataContext() == nil || first.GetObservabilityMode() {
 		t.Errorf("metadata_context %v, observability_mode %v", first.GetMetadataContext(), first.GetObservabilityMode())
 	}
-	wantResp2 := Headers{{Key: ":status", Value: "201"}, {Key: "vary", Value: "Accept"}, {Key: "x-up", Value: "1"}}
+	wantResp2 := Headers{{Key: ":status", Value: "201"}, {Key: "vary", Value: "Accept"}, {Key: "x-up", Value: "1"}, {Key: "x-envoy-upstream-service-time", Value: "1"}}
 	if got := headersOf(second.GetResponseHeaders().GetHeaders()); !reflect.DeepEqual(got, wantResp2) ||
 		!second.GetResponseHeaders().GetEndOfStream() {
 		t.Errorf("response_headers %v (end %v), want %v", got, second.GetResponseHeaders().GetEndOfStream(), wantResp2)
@@ -239,7 +252,7 @@ func TestAttributesAndGRPCMetadata(t *testing.T) {
 		VirtualHostMetadata: envoyfilter.Metadata("cors", map[string]any{"credentials": true}),
 		GRPCMetadata:        map[string]string{"x-cors-policy": `{"origins":["*"]}`},
 	}
-	for _, format := range []envoyfilter.MetadataFormat{envoyfilter.OneLine, envoyfilter.MultiLine, envoyfilter.Debug1370} {
+	for _, format := range []envoyfilter.MetadataFormat{envoyfilter.OneLine, envoyfilter.MultiLine, envoyfilter.Debug1370, envoyfilter.OneLineTrailingSpace} {
 		t.Run(format.String(), func(t *testing.T) {
 			f := &fakeServer{reply: continueAll}
 			envoy := start(t, f, Config{MetadataFormat: format})
@@ -257,6 +270,10 @@ func TestAttributesAndGRPCMetadata(t *testing.T) {
 			}
 			if got := st.md.Get("x-cors-policy"); len(got) != 1 || got[0] != `{"origins":["*"]}` {
 				t.Errorf("x-cors-policy metadata %v", got)
+			}
+			// What Envoy's gRPC client sends on every stream (recorded).
+			if got := st.md.Get("x-envoy-internal"); len(got) != 1 || got[0] != "true" || len(st.md.Get("x-forwarded-for")) != 1 {
+				t.Errorf("gRPC metadata %v: want x-envoy-internal and x-forwarded-for", st.md)
 			}
 		})
 	}
@@ -313,7 +330,9 @@ func TestHeaderMutations(t *testing.T) {
 	}
 	f := &fakeServer{reply: mutating(reqM, respM)}
 	envoy := start(t, f, Config{})
-	req := Request{Path: "/p", Headers: Headers{{Key: "accept", Value: "a"}, {Key: "x-gone", Value: "1"}, {Key: "accept", Value: "b"}, {Key: "x-reset", Value: "old"}}}
+	// The client's x-request-id: Envoy's connection manager keeps it and adds only
+	// x-forwarded-proto.
+	req := Request{Path: "/p", Headers: Headers{{Key: "accept", Value: "a"}, {Key: "x-gone", Value: "1"}, {Key: "accept", Value: "b"}, {Key: "x-reset", Value: "old"}, {Key: "x-request-id", Value: "id"}}}
 	upstream := func(Request) Response {
 		return Response{Headers: Headers{{Key: "vary", Value: "Accept"}, {Key: "access-control-allow-origin", Value: "*"}}}
 	}
@@ -322,12 +341,13 @@ func TestHeaderMutations(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantReq := Request{Method: "GET", Scheme: "https", Authority: "example.com", Path: "/rewritten",
-		Headers: Headers{{Key: "x-reset", Value: "new"}, {Key: "accept", Value: "c"}, {Key: "x-added", Value: "1"}, {Key: "x-empty", Value: ""}}}
+		Headers: Headers{{Key: "x-request-id", Value: "id"}, {Key: "x-forwarded-proto", Value: "https"}, {Key: "x-reset", Value: "new"}, {Key: "accept", Value: "c"}, {Key: "x-added", Value: "1"}, {Key: "x-empty", Value: ""}}}
 	if !reflect.DeepEqual(res.UpstreamRequest, wantReq) {
 		t.Errorf("upstream request\n got %+v\nwant %+v", res.UpstreamRequest, wantReq)
 	}
 	// vary is an inline header in Envoy: the appended value joins the upstream's.
-	wantResp := Response{Status: 299, Headers: Headers{{Key: "vary", Value: "Accept,Origin"}, {Key: "access-control-allow-origin", Value: "https://a.test"}}}
+	wantResp := Response{Status: 299, Headers: Headers{{Key: "vary", Value: "Accept,Origin"}, {Key: "x-envoy-upstream-service-time", Value: "1"},
+		{Key: "access-control-allow-origin", Value: "https://a.test"}}}
 	if !reflect.DeepEqual(res.Response, wantResp) {
 		t.Errorf("response\n got %+v\nwant %+v", res.Response, wantResp)
 	}
@@ -459,6 +479,24 @@ func TestModeOverride(t *testing.T) {
 			t.Errorf("result %+v, %v; want the response phase", res, err)
 		}
 	})
+	// A route that skips the response phase itself: a reply's mode_override at DEFAULT
+	// replaces that with SEND, as every pinned release does (deploy/testdata/envoy-recordings).
+	skipping := Route{ProcessingMode: &procmodev3.ProcessingMode{ResponseHeaderMode: procmodev3.ProcessingMode_SKIP}}
+	for _, override := range []bool{false, true} {
+		t.Run(fmt.Sprint("route skips, override at DEFAULT=", override), func(t *testing.T) {
+			f := &fakeServer{reply: func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+				r := continueAll(m)
+				if override {
+					r.ModeOverride = &procmodev3.ProcessingMode{}
+				}
+				return r
+			}}
+			res, err := start(t, f, Config{AllowModeOverride: true}).Do(context.Background(), skipping, Request{}, nil)
+			if err != nil || res.ResponsePhaseSent != override || res.Messages != map[bool]int{false: 1, true: 2}[override] {
+				t.Errorf("result %+v, %v; want the response phase %v", res, err, override)
+			}
+		})
+	}
 	t.Run("body mode not played", func(t *testing.T) {
 		f := &fakeServer{reply: func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
 			r := continueAll(m)
@@ -633,6 +671,64 @@ func TestLocalReply(t *testing.T) {
 	m := st.msgs[0]
 	if m.GetResponseHeaders() == nil || m.GetProtocolConfig() == nil || len(m.GetAttributes()) != 0 {
 		t.Errorf("first message %v; want response_headers with protocol_config and no attributes", m)
+	}
+}
+
+// Envoy 1.36 sends local replies to no ext_proc server; 1.37 on send them (recorded,
+// deploy/testdata/envoy-recordings), a router's without x-envoy-upstream-service-time.
+func TestLocalReplies(t *testing.T) {
+	local := func(Request) Response {
+		return Response{Status: 503, Local: true, Body: true, Headers: Headers{{Key: "content-type", Value: "text/plain"}}}
+	}
+	for _, skip := range []bool{false, true} {
+		t.Run(fmt.Sprint("skip=", skip), func(t *testing.T) {
+			f := &fakeServer{reply: continueAll}
+			envoy := start(t, f, Config{SkipLocalReplies: skip})
+			res, err := envoy.Do(context.Background(), Route{}, Request{}, local)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.UpstreamCalled || res.ResponsePhaseSent == skip || res.Messages != map[bool]int{false: 2, true: 1}[skip] {
+				t.Errorf("router's local reply: result %+v", res)
+			}
+			want := Response{Status: 503, Local: true, Body: true, Headers: Headers{{Key: "content-type", Value: "text/plain"}}}
+			if !reflect.DeepEqual(res.Response, want) {
+				t.Errorf("router's local reply: response %+v, want %+v", res.Response, want)
+			}
+			res, err = envoy.LocalReply(context.Background(), Route{}, Response{Status: 403})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Response.Status != 403 || res.ResponsePhaseSent == skip || res.Messages != map[bool]int{false: 1, true: 0}[skip] {
+				t.Errorf("a filter's local reply: result %+v", res)
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if len(f.streams) != map[bool]int{false: 2, true: 1}[skip] {
+				t.Errorf("%d streams", len(f.streams))
+			}
+		})
+	}
+}
+
+func TestForRelease(t *testing.T) {
+	for version, want := range map[string]Config{
+		"1.36.4": {MetadataFormat: envoyfilter.OneLine, SkipLocalReplies: true},
+		"1.37.0": {MetadataFormat: envoyfilter.Debug1370},
+		"1.38.3": {MetadataFormat: envoyfilter.OneLineTrailingSpace},
+		"1.40.0": {MetadataFormat: envoyfilter.OneLineTrailingSpace},
+		"1.41.2": {MetadataFormat: envoyfilter.OneLineTrailingSpace},
+	} {
+		got, err := Config{AllowModeOverride: true}.ForRelease(version)
+		want.AllowModeOverride = true
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("ForRelease(%s) = %+v, %v; want %+v", version, got, err, want)
+		}
+	}
+	for _, version := range []string{"1.35.0", "1.37.1", "2.0.0", "1.40"} {
+		if _, err := (Config{}).ForRelease(version); err == nil {
+			t.Errorf("ForRelease(%s): no error", version)
+		}
 	}
 }
 

@@ -302,40 +302,50 @@ var localReplyCases = []localReplyCase{
 }
 
 // Envoy's own replies after the request phase (router 503 and 504, direct_response, a 403 or
-// 429 from a filter after ext_proc) are not sent to ext_proc (Envoy 1.34+); with the header
-// filter they get the CORS headers in both modes (semantics section 8), without it none.
+// 429 from a filter after ext_proc). Envoy 1.36 sends them to no ext_proc server
+// (envoytest.Config.SkipLocalReplies): with the header filter they get the CORS headers in both
+// modes (semantics section 8), without it none. From 1.37 Envoy sends them to the response
+// phase like an upstream's (recorded, deploy/testdata/envoy-recordings), so every setup
+// decorates them.
 func TestEnvoyOwnRepliesDecorated(t *testing.T) {
-	for _, setup := range envoySetups {
-		for _, tc := range localReplyCases {
-			for _, status := range []int{503, 504, 403, 429, 200} {
-				t.Run(fmt.Sprintf("%s/%s/%d", setup.name, tc.name, status), func(t *testing.T) {
-					srv, err := New(setup.options())
-					require.NoError(t, err)
-					envoy := envoytest.New(envoytest.Serve(t, srv), setup.config(envoyfilter.OneLine))
-					route := envoytest.Route{Name: "r"}
-					if tc.policy != "" {
-						route.GRPCMetadata = map[string]string{"x-cors-policy": tc.policy}
-					}
-					var headers envoytest.Headers
-					for _, f := range tc.headers {
-						headers = append(headers, envoytest.Header{Key: f[0], Value: f[1]})
-					}
-					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					defer cancel()
-					res, err := envoy.Do(ctx, route, envoytest.Request{Method: tc.method, Headers: headers},
-						func(envoytest.Request) envoytest.Response { return envoytest.Response{Status: status, Local: true} })
-					require.NoError(t, err)
-					assert.Equal(t, status, res.Response.Status)
-					assert.False(t, res.UpstreamCalled)
-					assert.False(t, res.ResponsePhaseSent, "Envoy does not send its own replies to ext_proc")
-					want := tc.want
-					if !setup.headerFilter {
-						want = nil
-					}
-					for _, k := range corsHeaders {
-						assert.Equal(t, want[k], res.Response.Values(k), k)
-					}
-				})
+	for _, skipLocal := range []bool{true, false} {
+		release := map[bool]string{true: "1.36", false: "1.37+"}[skipLocal]
+		for _, setup := range envoySetups {
+			for _, tc := range localReplyCases {
+				for _, status := range []int{503, 504, 403, 429, 200} {
+					t.Run(fmt.Sprintf("%s/%s/%s/%d", release, setup.name, tc.name, status), func(t *testing.T) {
+						srv, err := New(setup.options())
+						require.NoError(t, err)
+						cfg := setup.config(envoyfilter.OneLine)
+						cfg.SkipLocalReplies = skipLocal
+						envoy := envoytest.New(envoytest.Serve(t, srv), cfg)
+						route := envoytest.Route{Name: "r"}
+						if tc.policy != "" {
+							route.GRPCMetadata = map[string]string{"x-cors-policy": tc.policy}
+						}
+						var headers envoytest.Headers
+						for _, f := range tc.headers {
+							headers = append(headers, envoytest.Header{Key: f[0], Value: f[1]})
+						}
+						ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+						defer cancel()
+						res, err := envoy.Do(ctx, route, envoytest.Request{Method: tc.method, Headers: headers},
+							func(envoytest.Request) envoytest.Response { return envoytest.Response{Status: status, Local: true} })
+						require.NoError(t, err)
+						assert.Equal(t, status, res.Response.Status)
+						assert.False(t, res.UpstreamCalled)
+						want := tc.want
+						if skipLocal {
+							assert.False(t, res.ResponsePhaseSent, "Envoy 1.36 does not send its own replies to ext_proc")
+							if !setup.headerFilter {
+								want = nil
+							}
+						}
+						for _, k := range corsHeaders {
+							assert.Equal(t, want[k], res.Response.Values(k), k)
+						}
+					})
+				}
 			}
 		}
 	}

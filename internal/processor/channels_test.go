@@ -57,7 +57,7 @@ var policyChannels = func() []policyChannel {
 			return envoytest.Route{Name: "r", Metadata: envoyfilter.Metadata("other-filter", map[string]any{"x": 1})}
 		}},
 	}
-	for _, f := range []envoyfilter.MetadataFormat{envoyfilter.OneLine, envoyfilter.MultiLine, envoyfilter.Debug1370} {
+	for _, f := range []envoyfilter.MetadataFormat{envoyfilter.OneLine, envoyfilter.MultiLine, envoyfilter.Debug1370, envoyfilter.OneLineTrailingSpace} {
 		chans = append(chans,
 			policyChannel{name: "route-metadata/" + f.String(), format: f, route: func(t *testing.T, p string) envoytest.Route {
 				return envoytest.Route{Name: "r", Metadata: envoyfilter.Metadata("cors", decodeJSON(t, p))}

@@ -212,7 +212,7 @@ var fuzzTexts = func() []string {
 		envoyfilter.Metadata("other", fuzzPolicies[0]),
 	)
 	var texts []string
-	for _, f := range []envoyfilter.MetadataFormat{envoyfilter.OneLine, envoyfilter.MultiLine, envoyfilter.Debug1370} {
+	for _, f := range []envoyfilter.MetadataFormat{envoyfilter.OneLine, envoyfilter.MultiLine, envoyfilter.Debug1370, envoyfilter.OneLineTrailingSpace} {
 		for _, md := range mds {
 			text, err := envoyfilter.MetadataText(md, f)
 			if err != nil {

@@ -370,7 +370,8 @@ func TestReportOnly(t *testing.T) {
 				require.NoError(t, err)
 				assert.False(t, res.Answered)
 				assert.False(t, res.ResponsePhaseSent)
-				assert.Equal(t, envoytest.Headers{{Key: "access-control-allow-origin", Value: "*"}}, res.Response.Headers)
+				assert.Equal(t, envoytest.Headers{{Key: "access-control-allow-origin", Value: "*"},
+					{Key: "x-envoy-upstream-service-time", Value: "1"}}, res.Response.Headers) // the router's own
 			}
 			assert.Equal(t, 1.0, testutil.ToFloat64(srv.metrics.decisions[decisionPreflightAnswered]))
 			assert.Equal(t, 1.0, testutil.ToFloat64(srv.metrics.originRejected))
