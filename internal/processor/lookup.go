@@ -169,9 +169,11 @@ func cacheKind(ch channel) string {
 }
 
 // unmarshalMetadataText parses Envoy's text-format Metadata, one line or several. Envoy 1.37.0
-// prefixes the text with a goo.gle/debug... token (it sends "goo.gle/debugproto  filter_metadata
-// {...}", and "goo.gle/debugproto " for empty metadata; contract section 3): the token is
-// stripped first, and nothing after it is empty metadata, a route without a policy. Unknown
+// prefixes the text with a goo.gle/debug... token and spaces, both picked at random once per
+// Envoy process (recorded: goo.gle/debugonly, debugstr or debugproto, then one to three spaces,
+// as in "goo.gle/debugproto  filter_metadata {...}" and "goo.gle/debugproto " for empty
+// metadata; contract section 3): the token is stripped first, and nothing after it is empty
+// metadata, a route without a policy. Unknown
 // fields are ignored so that a newer Envoy's Metadata still parses.
 func unmarshalMetadataText(text string, md *corev3.Metadata) error {
 	return prototext.UnmarshalOptions{DiscardUnknown: true, Resolver: anyResolver{}}.Unmarshal([]byte(metadataTextBody(text)), md)
