@@ -95,6 +95,10 @@ type Config struct {
 	// HeaderFilter, when set, plays the header filters placed after ext_proc that write a
 	// response's headers from the request's dynamic metadata (docs/envoy-extproc.md section 7).
 	HeaderFilter *HeaderFilter
+	// ProcessingMode is the filter's processing_mode; nil is the deploy's (headers SEND, bodies
+	// NONE). Only the header and body modes are played, and only response_header_mode SKIP
+	// changes what is sent; a body mode other than NONE with a body is ErrUnsupported.
+	ProcessingMode *procmodev3.ProcessingMode
 	// SkipLocalReplies plays Envoy 1.36 (recorded; by Envoy's changelog 1.34 and 1.35 too,
 	// runtime guard skip_ext_proc_on_local_reply): a response Envoy makes itself reaches no
 	// ext_proc server. 1.37 on send it as they did before 1.34 (recorded): a router's local
@@ -144,9 +148,9 @@ type Route struct {
 	// Unmatched plays a request for which no route matched: Envoy then sends none of the xds.*
 	// attributes (absent values are left out, contract §2).
 	Unmatched bool
-	// ProcessingMode is the route's ExtProcPerRoute overrides.processing_mode, nil for none.
-	// Only response_header_mode SKIP is played: the response phase is skipped unless a
-	// honoured mode_override replaces the mode.
+	// ProcessingMode is the route's ExtProcPerRoute overrides.processing_mode, nil for none:
+	// its set fields replace the filter's (Config.ProcessingMode) until a honoured
+	// mode_override replaces the mode.
 	ProcessingMode *procmodev3.ProcessingMode
 }
 
@@ -265,7 +269,7 @@ func (e *Envoy) Do(ctx context.Context, route Route, req Request, upstream Upstr
 	if err != nil {
 		return Result{Response: localReply(500)}, err
 	}
-	x.skipResponse = route.ProcessingMode.GetResponseHeaderMode() == procmodev3.ProcessingMode_SKIP
+	x.setMode(mergeMode(e.cfg.ProcessingMode, route.ProcessingMode))
 	var res Result
 	if e.cfg.ObservabilityMode {
 		err = x.observe(&res, req, attrs, upstream)
@@ -316,9 +320,10 @@ type exchange struct {
 	readerDone chan struct{}
 	messages   int
 	ended      bool // the server ended the stream
-	// skipResponse: a honoured mode_override set response_header_mode SKIP.
+	// mode is the stream's processing mode: the filter's, the route's on top, replaced by a
+	// honoured mode_override; skipResponse says it skips response_headers.
+	mode         *procmodev3.ProcessingMode
 	skipResponse bool
-	mode         *procmodev3.ProcessingMode // the honoured mode_override, if any
 }
 
 type reply struct {
@@ -610,19 +615,46 @@ func (x *exchange) receiveMetadata(res *Result, r *extprocv3.ProcessingResponse)
 	}
 }
 
-// override honours mode_override only with AllowModeOverride (contract §4). Envoy replaces its
-// whole processing mode with it, whatever kind of reply carries it (Envoy source,
-// Filter::onReceiveMessage), so an override leaving response_header_mode at DEFAULT means SEND,
-// even on a route whose own processing_mode skips the response phase: recorded on every
-// pinned release (deploy/testdata/envoy-recordings), though the contract said DEFAULT keeps
-// the configured mode from 1.34.
+// override honours mode_override only with AllowModeOverride (contract §4), whatever kind of
+// reply carries it (Envoy source, Filter::onReceiveMessage). The stream's mode becomes the
+// filter's configured processing_mode with the override's set fields on top: a field left at
+// DEFAULT keeps the filter's value, and a route's own processing_mode is dropped. Both shown on
+// every pinned release (deploy: the recordings' "mode_override at DEFAULT" case and
+// TestRealEnvoyModeOverrideDefault).
 func (x *exchange) override(r *extprocv3.ProcessingResponse) {
 	mo := r.GetModeOverride()
 	if mo == nil || !x.e.cfg.AllowModeOverride {
 		return
 	}
-	x.mode = mo
-	x.skipResponse = mo.GetResponseHeaderMode() == procmodev3.ProcessingMode_SKIP
+	x.setMode(mergeMode(x.e.cfg.ProcessingMode, mo))
+}
+
+// setMode makes m the stream's processing mode.
+func (x *exchange) setMode(m *procmodev3.ProcessingMode) {
+	x.mode = m
+	x.skipResponse = m.GetResponseHeaderMode() == procmodev3.ProcessingMode_SKIP
+}
+
+// mergeMode is base with every field over sets (not DEFAULT, or NONE for a body) taking its
+// value from over.
+func mergeMode(base, over *procmodev3.ProcessingMode) *procmodev3.ProcessingMode {
+	m := &procmodev3.ProcessingMode{}
+	if base != nil {
+		m = proto.Clone(base).(*procmodev3.ProcessingMode)
+	}
+	if v := over.GetRequestHeaderMode(); v != procmodev3.ProcessingMode_DEFAULT {
+		m.RequestHeaderMode = v
+	}
+	if v := over.GetResponseHeaderMode(); v != procmodev3.ProcessingMode_DEFAULT {
+		m.ResponseHeaderMode = v
+	}
+	if v := over.GetRequestBodyMode(); v != procmodev3.ProcessingMode_NONE {
+		m.RequestBodyMode = v
+	}
+	if v := over.GetResponseBodyMode(); v != procmodev3.ProcessingMode_NONE {
+		m.ResponseBodyMode = v
+	}
+	return m
 }
 
 // finish ends the stream (contract §1). After a failure Envoy resets at once. In observability

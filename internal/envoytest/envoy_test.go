@@ -479,21 +479,33 @@ func TestModeOverride(t *testing.T) {
 			t.Errorf("result %+v, %v; want the response phase", res, err)
 		}
 	})
-	// A route that skips the response phase itself: a reply's mode_override at DEFAULT
-	// replaces that with SEND, as every pinned release does (deploy/testdata/envoy-recordings).
-	skipping := Route{ProcessingMode: &procmodev3.ProcessingMode{ResponseHeaderMode: procmodev3.ProcessingMode_SKIP}}
-	for _, override := range []bool{false, true} {
-		t.Run(fmt.Sprint("route skips, override at DEFAULT=", override), func(t *testing.T) {
+	// A field of mode_override left at DEFAULT keeps the filter's configured mode and drops a
+	// route's own, as every pinned release does (deploy: the recordings and
+	// TestRealEnvoyModeOverrideDefault).
+	skipMode := &procmodev3.ProcessingMode{ResponseHeaderMode: procmodev3.ProcessingMode_SKIP}
+	sendMode := &procmodev3.ProcessingMode{ResponseHeaderMode: procmodev3.ProcessingMode_SEND}
+	for _, c := range []struct {
+		name                 string
+		filter, route, reply *procmodev3.ProcessingMode
+		responsePhase        bool
+	}{
+		{"route skips", nil, skipMode, nil, false},
+		{"route skips, override at DEFAULT", nil, skipMode, &procmodev3.ProcessingMode{}, true},
+		{"filter skips", skipMode, nil, nil, false},
+		{"filter skips, override at DEFAULT", skipMode, nil, &procmodev3.ProcessingMode{}, false},
+		{"filter skips, override sends", skipMode, nil, sendMode, true},
+		{"filter skips, route sends", skipMode, sendMode, nil, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			f := &fakeServer{reply: func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
 				r := continueAll(m)
-				if override {
-					r.ModeOverride = &procmodev3.ProcessingMode{}
-				}
+				r.ModeOverride = c.reply
 				return r
 			}}
-			res, err := start(t, f, Config{AllowModeOverride: true}).Do(context.Background(), skipping, Request{}, nil)
-			if err != nil || res.ResponsePhaseSent != override || res.Messages != map[bool]int{false: 1, true: 2}[override] {
-				t.Errorf("result %+v, %v; want the response phase %v", res, err, override)
+			envoy := start(t, f, Config{AllowModeOverride: true, ProcessingMode: c.filter})
+			res, err := envoy.Do(context.Background(), Route{ProcessingMode: c.route}, Request{}, nil)
+			if err != nil || res.ResponsePhaseSent != c.responsePhase || res.Messages != map[bool]int{false: 1, true: 2}[c.responsePhase] {
+				t.Errorf("result %+v, %v; want the response phase %v", res, err, c.responsePhase)
 			}
 		})
 	}
