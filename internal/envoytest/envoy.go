@@ -347,6 +347,9 @@ func (e *Envoy) open(ctx context.Context, route Route) (*exchange, error) {
 	stream, err := e.client.Process(sctx)
 	if err != nil {
 		cancel()
+		if cerr := ctxErr(ctx); cerr != nil {
+			return nil, cerr // the caller's deadline passed while the stream opened
+		}
 		return nil, fmt.Errorf("%w: opening the stream: %w", ErrStreamFailed, err)
 	}
 	x := &exchange{
