@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"net/http"
 	"reflect"
@@ -17,6 +18,7 @@ import (
 	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 	"github.com/cors-extproc/cors-extproc/internal/policy"
 	"github.com/cors-extproc/cors-extproc/internal/processor"
+	"github.com/cors-extproc/cors-extproc/internal/realenvoy"
 )
 
 // The second phase: the example routes' policies go through the real processor, loaded with
@@ -26,10 +28,19 @@ import (
 // testMessageTimeout replaces Envoy's per-message timeout in these tests.
 const testMessageTimeout = 5 * time.Second
 
-// newEnvoy starts the processor as the deployments run it (the named-policy file, no default
-// policy, decisions as dynamic metadata) in the given mode, and plays an Envoy whose ext_proc
-// filter is configured like p, followed by the header filters hf (nil for none).
+// newEnvoy starts the processor as the deployments run it (newProcessor) in the given mode, and
+// plays an Envoy whose ext_proc filter is configured like p, followed by the header filters hf
+// (nil for none).
 func newEnvoy(t *testing.T, p *extprocv3.ExternalProcessor, format envoyfilter.MetadataFormat, mode processor.Mode, hf *envoytest.HeaderFilter) *envoytest.Envoy {
+	t.Helper()
+	cfg := envoytestConfig(p, hf)
+	cfg.MetadataFormat = format
+	return envoytest.New(envoytest.Serve(t, newProcessor(t, mode)), cfg)
+}
+
+// newProcessor is the processor as the deployments run it: the named-policy file, no default
+// policy, decisions as dynamic metadata, in the given mode.
+func newProcessor(t *testing.T, mode processor.Mode) *processor.Server {
 	t.Helper()
 	named, warnings, err := policy.ParseNamed(readFile(t, namedPoliciesFile))
 	if err != nil || len(warnings) > 0 {
@@ -40,16 +51,22 @@ func newEnvoy(t *testing.T, p *extprocv3.ExternalProcessor, format envoyfilter.M
 	if err != nil {
 		t.Fatal(err)
 	}
-	return envoytest.New(envoytest.Serve(t, srv), envoytest.Config{
+	return srv
+}
+
+// envoytestConfig plays an ext_proc filter configured like p, followed by the header filters
+// hf (nil for none).
+func envoytestConfig(p *extprocv3.ExternalProcessor, hf *envoytest.HeaderFilter) envoytest.Config {
+	return envoytest.Config{
 		AllowModeOverride: p.GetAllowModeOverride(),
+		ProcessingMode:    p.GetProcessingMode(),
 		// Not the deploy's 200 ms: under the race detector on a shared 2-core machine one
 		// exchange can take longer, which says nothing about how the route behaves.
 		MessageTimeout:      testMessageTimeout,
 		RequestAttributes:   p.GetRequestAttributes(),
-		MetadataFormat:      format,
 		ReceivingNamespaces: p.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(),
 		HeaderFilter:        hf,
-	})
+	}
 }
 
 // checkPolicy compiles one example policy (a generic map) with the real parser: it must be
@@ -158,78 +175,111 @@ func play(t *testing.T, envoy *envoytest.Envoy, cases []exchange) {
 	}
 }
 
-// TestEnvoyRoutesBehave plays routeCases through the simulated Envoy, with the metadata printed
-// on one line as the oldest pinned Envoy (1.36) prints it, in both server modes, with envoy.yaml's
-// header filters.
+// TestEnvoyRoutesBehave plays routeCases through the simulated Envoy set up as each pinned
+// release (envoytest.Config.ForRelease), in both server modes, with envoy.yaml's header filters
+// and the recorder of TestRealEnvoyRoutesBehave in front of the processor: the outcome must be
+// the table's, and the ext_proc messages those the real release exchanged
+// (testdata/envoy-recordings), apart from per-request values.
 func TestEnvoyRoutesBehave(t *testing.T) {
 	c := loadEnvoy(t)
 	withCheckRoutes(t, c)
 	routes := envoyRoutes(t, c)
 	hf := &envoytest.HeaderFilter{Namespace: headersNamespace(t)}
-	for _, mode := range serverModes {
-		envoy := newEnvoy(t, c.extProc, envoyfilter.OneLine, mode, hf)
-		for _, tc := range routeCases {
-			t.Run(mode.String()+"/"+tc.name, func(t *testing.T) {
-				r, ok := routes[tc.route]
-				if !ok {
-					t.Fatalf("no route %s", tc.route)
-				}
-				req := envoytest.Request{Method: tc.method}
-				for _, kv := range tc.headers {
-					req.Headers = append(req.Headers, envoytest.Header{Key: kv[0], Value: kv[1]})
-				}
-				upstream := simulatedUpstream(tc)
-				var res envoytest.Result
-				if r.ExtProcDisabled {
-					// Envoy skips the disabled filter: no stream, the upstream's answer as it is.
-					res = envoytest.Result{Response: upstream(req), UpstreamCalled: true}
-				} else {
-					var err error
-					res, err = envoy.Do(context.Background(), envoytest.Route{Name: tc.route, Metadata: r.Metadata,
-						VirtualHostMetadata: r.VirtualHostMetadata, GRPCMetadata: r.GRPCMetadata}, req, upstream)
-					if err != nil {
-						t.Fatal(err)
-					}
-				}
-				checkSimulated(t, tc, res)
-			})
-		}
+	root, err := realenvoy.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-// simulatedUpstream answers a case's request as upstreamAnswers[tc.upstream] says, or as
-// Envoy itself would (tc.local).
-func simulatedUpstream(tc routeCase) envoytest.Upstream {
-	return func(envoytest.Request) envoytest.Response {
-		if tc.local != "" {
-			return envoytest.Response{Status: tc.status, Local: true}
-		}
-		var hs envoytest.Headers
-		for k, vs := range upstreamAnswers[tc.upstream] {
-			for _, v := range vs {
-				hs = append(hs, envoytest.Header{Key: strings.ToLower(k), Value: v})
+	versions, err := realenvoy.PinnedVersions(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, version := range versions {
+		t.Run(version, func(t *testing.T) {
+			cfg, err := envoytestConfig(c.extProc, hf).ForRelease(version)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		return envoytest.Response{Status: 200, Headers: hs}
+			var recording []recordedCase
+			for _, mode := range serverModes {
+				rec := realenvoy.NewRecorderFor(envoytest.Serve(t, newProcessor(t, mode)))
+				rec.Alter = alterReply
+				envoy := envoytest.New(envoytest.Serve(t, rec), cfg)
+				for i, tc := range routeCases {
+					t.Run(mode.String()+"/"+tc.name, func(t *testing.T) {
+						r, ok := routes[tc.route]
+						if !ok {
+							t.Fatalf("no route %s", tc.route)
+						}
+						rec.Reset()
+						res := playCase(t, envoy, c, r, tc, fmt.Sprintf("envoytest-%d", i))
+						recording = append(recording, record(t, mode, tc, res.Response.Status, rec.Streams()))
+						checkSimulated(t, tc, version, res)
+					})
+				}
+			}
+			checkRecording(t, version, recording, false)
+		})
 	}
 }
 
-// checkSimulated judges one case's result from the simulated Envoy.
-func checkSimulated(t *testing.T, tc routeCase, res envoytest.Result) {
+// TestEnvoyModeOverrideDefault plays filterSkipCases through the simulated Envoy.
+func TestEnvoyModeOverrideDefault(t *testing.T) {
+	c := loadEnvoy(t)
+	withFilterResponseSkip(t, c)
+	withCheckRoutes(t, c)
+	routes := envoyRoutes(t, c)
+	rec := realenvoy.NewRecorderFor(envoytest.Serve(t, newProcessor(t, processor.ModeTwoPhase)))
+	rec.Alter = alterReply
+	envoy := envoytest.New(envoytest.Serve(t, rec), envoytestConfig(c.extProc, nil))
+	for _, tc := range filterSkipCases {
+		t.Run(tc.name, func(t *testing.T) {
+			res := playCase(t, envoy, c, routes[filterSkipRoute], routeCase{route: filterSkipRoute, headers: tc.headers}, "mode")
+			if res.ResponsePhaseSent != tc.responsePhase {
+				t.Errorf("response phase %v, want %v", res.ResponsePhaseSent, tc.responsePhase)
+			}
+		})
+	}
+}
+
+// playCase sends one case's request, as TestRealEnvoyRoutesBehave writes it, through the
+// simulated Envoy, with the router, or a filter, answering as Envoy's would for the case.
+func playCase(t *testing.T, envoy *envoytest.Envoy, c envoyConfig, r exampleRoute, tc routeCase, tag string) envoytest.Result {
 	t.Helper()
-	if want := !tc.answered && tc.local == ""; res.UpstreamCalled != want {
-		t.Errorf("upstream called %v, want %v", res.UpstreamCalled, want)
+	method, path, host, headers := requestOf(t, c, tc, tag)
+	req := envoytest.Request{Method: method, Scheme: "http", Authority: host, Path: path}
+	for _, kv := range headers {
+		req.Headers = append(req.Headers, envoytest.Header{Key: kv[0], Value: kv[1]})
 	}
-	if res.Response.Status != tc.status {
-		t.Errorf("status %d, want %d", res.Response.Status, tc.status)
+	route := envoytest.Route{Name: tc.route, Metadata: r.Metadata, VirtualHostMetadata: r.VirtualHostMetadata,
+		GRPCMetadata: r.GRPCMetadata, ProcessingMode: r.ProcessingMode}
+	upstream := simulatedUpstream(tc)
+	var (
+		res envoytest.Result
+		err error
+	)
+	switch {
+	case tc.local == localAhead:
+		res, err = envoy.LocalReply(context.Background(), route, upstream(req))
+	case r.ExtProcDisabled:
+		// Envoy skips the disabled filter: no stream, the upstream's answer as it is.
+		res = envoytest.Result{Response: upstream(req), UpstreamCalled: true}
+	default:
+		res, err = envoy.Do(context.Background(), route, req, upstream)
 	}
-	got := http.Header{}
-	for _, hv := range res.Response.Headers {
-		got.Add(hv.Key, hv.Value)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if cors := corsHeaders(got); !sameHeaders(cors, tc.cors) {
-		t.Errorf("CORS headers\n got %v\nwant %v", cors, tc.cors)
-	}
+	return res
+}
+
+// localReplyBodies are the bodies of Envoy's own replies, by routeCase.local.
+var localReplyBodies = map[string]string{
+	localNoUpstream: "no healthy upstream",
+	localTimeout:    "upstream request timeout",
+	localDirect:     "direct",
+	localRBAC:       "RBAC: access denied",
+	localRateLimit:  "local_rate_limited",
+	localAhead:      "RBAC: access denied",
 }
 
 // The access log of envoy.yaml reads the decision that the server (run with --dynamic-metadata
@@ -274,7 +324,7 @@ func TestEnvoyAccessLogGetsDecisions(t *testing.T) {
 func TestIstioRoutesBehave(t *testing.T) {
 	f := loadIstio(t)
 	policies := istioPolicies(t, f)
-	envoy := newEnvoy(t, f.extProc, envoyfilter.MultiLine, processor.ModeTwoPhase, nil)
+	envoy := newEnvoy(t, f.extProc, envoyfilter.OneLineTrailingSpace, processor.ModeTwoPhase, nil)
 	route := func(name string) envoytest.Route {
 		r := envoytest.Route{Name: name}
 		if p, ok := policies[name]; ok {
@@ -296,4 +346,40 @@ func TestIstioRoutesBehave(t *testing.T) {
 			want:   map[string]string{acao: "https://upstream.example"},
 			absent: []string{"vary", acac}},
 	})
+}
+
+// simulatedUpstream answers a case's request as upstreamAnswers[tc.upstream] says (the fields
+// in the order Go's server writes them, upstreamFields), or as Envoy itself would (tc.local:
+// Envoy's own reply, with the body and headers Envoy gives it).
+func simulatedUpstream(tc routeCase) envoytest.Upstream {
+	return func(envoytest.Request) envoytest.Response {
+		if body, ok := localReplyBodies[tc.local]; ok {
+			return envoytest.Response{Status: tc.status, Local: true, Body: true, Headers: envoytest.Headers{
+				{Key: "content-length", Value: fmt.Sprint(len(body))}, {Key: "content-type", Value: "text/plain"}}}
+		}
+		var hs envoytest.Headers
+		for _, kv := range upstreamFields(tc.upstream) {
+			hs = append(hs, envoytest.Header{Key: kv[0], Value: kv[1]})
+		}
+		return envoytest.Response{Status: 200, Headers: hs}
+	}
+}
+
+// checkSimulated judges one case's result from the simulated Envoy, playing Envoy release
+// version.
+func checkSimulated(t *testing.T, tc routeCase, version string, res envoytest.Result) {
+	t.Helper()
+	if want := !tc.answered && tc.local == ""; res.UpstreamCalled != want {
+		t.Errorf("upstream called %v, want %v", res.UpstreamCalled, want)
+	}
+	if res.Response.Status != tc.status {
+		t.Errorf("status %d, want %d", res.Response.Status, tc.status)
+	}
+	got := http.Header{}
+	for _, hv := range res.Response.Headers {
+		got.Add(hv.Key, hv.Value)
+	}
+	if cors, want := corsHeaders(got), tc.wantCORS(version); !sameHeaders(cors, want) {
+		t.Errorf("CORS headers\n got %v\nwant %v", cors, want)
+	}
 }

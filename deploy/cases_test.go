@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/cors-extproc/cors-extproc/internal/envoyconfig"
+	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 	"github.com/cors-extproc/cors-extproc/internal/processor"
 )
 
@@ -38,6 +40,38 @@ type routeCase struct {
 	cors map[string][]string
 	// local: Envoy makes the reply itself after the request phase (localNoUpstream, ...).
 	local string
+	// corsLocalSkipped, when set, replaces cors on releases that send Envoy's own replies to
+	// no ext_proc server (envoytest.Config.SkipLocalReplies: 1.36).
+	corsLocalSkipped map[string][]string
+}
+
+// wantCORS is the case's cors on the Envoy release version.
+func (tc routeCase) wantCORS(version string) map[string][]string {
+	if tc.corsLocalSkipped != nil && skipsLocalReplies(version) {
+		return tc.corsLocalSkipped
+	}
+	return tc.cors
+}
+
+// skipsLocalReplies says whether the release sends Envoy's own replies to no ext_proc server,
+// as envoytest knows it from the recordings.
+func skipsLocalReplies(version string) bool {
+	cfg, err := envoytest.Config{}.ForRelease(version)
+	return err == nil && cfg.SkipLocalReplies
+}
+
+// upstreamFields is the upstream's answer as it reaches Envoy, in order: Go's HTTP server
+// writes the handler's headers sorted by name, then date and content-length (no body). The
+// date is a placeholder in recordings.
+func upstreamFields(kind string) [][2]string {
+	answer := upstreamAnswers[kind]
+	var fields [][2]string
+	for _, k := range slices.Sorted(maps.Keys(answer)) {
+		for _, v := range answer[k] {
+			fields = append(fields, [2]string{strings.ToLower(k), v})
+		}
+	}
+	return append(fields, [2]string{"date", "Thu, 01 Jan 2026 00:00:00 GMT"}, [2]string{"content-length", "0"})
 }
 
 const (
@@ -100,7 +134,7 @@ func sameHeaders(got, want map[string][]string) bool {
 }
 
 // routeCases is the whole table: the example routes and Envoy's own replies.
-var routeCases = append(slices.Clone(envoyRouteCases), localReplyCases...)
+var routeCases = slices.Concat(envoyRouteCases, localReplyCases, contractCases)
 
 // serverModes are the server's modes the table runs through: envoy.yaml serves both.
 var serverModes = []processor.Mode{processor.ModeTwoPhase, processor.ModeOneTrip}
@@ -263,7 +297,7 @@ func checkRoutes(t *testing.T) *routev3.VirtualHost {
 	return &routev3.VirtualHost{
 		Name:    "checks",
 		Domains: []string{checkHost},
-		Routes: append(localRoutes(t),
+		Routes: append(append(localRoutes(t), contractRoutes(t)...),
 			jsonPolicy,
 			route("broken", "/broken/", map[string]any{"origins": []any{"https://(bad"}}),
 			route("beside-broken", "/beside-broken/", map[string]any{"origins": []any{"https://app.example.com", "https://other.example.com"}}),
@@ -289,6 +323,7 @@ func withCheckRoutes(t *testing.T, c envoyConfig) {
 	t.Helper()
 	c.hcm.GetRouteConfig().VirtualHosts = append(c.hcm.GetRouteConfig().GetVirtualHosts(), checkRoutes(t))
 	withLocalReplyFilters(t, c)
+	withFilterAhead(t, c)
 	a, err := anypb.New(c.hcm)
 	if err != nil {
 		t.Fatal(err)

@@ -37,6 +37,12 @@ const (
 )
 
 // egProbeCredentials pass the storefront's basic authentication (user and password "probe").
+// Envoy Gateway v1.9 ships Envoy 1.39: its tests run on the pinned 1.39 release.
+const (
+	egEnvoyMinor   = "1.39"
+	egEnvoyRelease = "1.39.3"
+)
+
 var egProbeCredentials = [2]string{"authorization", "Basic cHJvYmU6cHJvYmU="}
 
 var egRouteCases = []routeCase{
@@ -103,7 +109,7 @@ func TestEnvoyGatewayRoutesBehave(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				checkSimulated(t, tc, res)
+				checkSimulated(t, tc, egEnvoyRelease, res)
 			})
 		}
 	}
@@ -118,12 +124,11 @@ type egStack struct {
 	envoy    *realenvoy.Envoy
 	upstream *realenvoy.Upstream
 	tr       egTranslation
-	client   *http.Client
 }
 
 func startEGStack(t *testing.T, extProc string) *egStack {
 	t.Helper()
-	bin := realenvoy.Pinned(t, "1.39")
+	bin := realenvoy.Pinned(t, egEnvoyMinor)
 	s := &egStack{tr: loadEGTranslation(t), upstream: newCaseUpstream(t)}
 	endpoints := map[string]string{}
 	for _, c := range s.tr.bootstrap.GetStaticResources().GetClusters() {
@@ -137,7 +142,6 @@ func startEGStack(t *testing.T, extProc string) *egStack {
 	// Envoy Gateway's access log is a file logger (/dev/stdout), which Envoy flushes every
 	// 10 s by default; the tests read it sooner.
 	s.envoy = realenvoy.Start(t, bin, s.tr.bootstrap, realenvoy.Options{Args: []string{"--file-flush-interval-msec", "100"}})
-	s.client = newCaseClient(t)
 	return s
 }
 
@@ -145,14 +149,14 @@ func startEGStack(t *testing.T, extProc string) *egStack {
 func (s *egStack) do(t *testing.T, tc routeCase, tag string) *http.Response {
 	t.Helper()
 	r := s.tr.route(t, tc.route)
-	return sendCase(t, s.client, s.envoy.URL(t, ""), r.host, r.prefix+"case", tc, tag)
+	return sendCase(t, s.envoy.URL(t, ""), r.host, r.prefix+"case", tc, tag)
 }
 
 // TestRealEnvoyGatewayRoutesBehave plays egRouteCases, and what only a real Envoy can show,
 // through the translation on Envoy 1.39 in front of the real cors-extproc, run as the
 // Deployment runs it, in each mode. A recorder between the two shows what Envoy sends.
 func TestRealEnvoyGatewayRoutesBehave(t *testing.T) {
-	realenvoy.Pinned(t, "1.39")
+	realenvoy.Pinned(t, egEnvoyMinor)
 	build := servicetest.Build(t)
 	for _, mode := range serverModes {
 		t.Run(mode.String(), func(t *testing.T) {
@@ -167,7 +171,7 @@ func TestRealEnvoyGatewayRoutesBehave(t *testing.T) {
 			for i, tc := range append(slices.Clone(egRouteCases), egAuthCase) {
 				t.Run(tc.name, func(t *testing.T) {
 					tag := fmt.Sprintf("eg-%s-%d", mode, i)
-					checkResponse(t, tc, s.do(t, tc, tag))
+					checkResponse(t, tc, egEnvoyRelease, s.do(t, tc, tag))
 					checkUpstream(t, tc, s.upstream.Tagged(tag))
 				})
 			}
@@ -177,7 +181,7 @@ func TestRealEnvoyGatewayRoutesBehave(t *testing.T) {
 			t.Run("allowModeOverride: no response phase for an untouched request", func(t *testing.T) {
 				rec.Reset()
 				tc := egRouteCases[3]
-				checkResponse(t, tc, s.do(t, tc, "eg-mode-override"))
+				checkResponse(t, tc, egEnvoyRelease, s.do(t, tc, "eg-mode-override"))
 				streams := rec.Streams()
 				if len(streams) != 1 {
 					t.Fatalf("%d ext_proc streams, want 1", len(streams))
@@ -206,7 +210,7 @@ func TestRealEnvoyGatewayRoutesBehave(t *testing.T) {
 			t.Run("round trips of a decorated request", func(t *testing.T) {
 				rec.Reset()
 				tc := egRouteCases[2]
-				checkResponse(t, tc, s.do(t, tc, "eg-round-trips"))
+				checkResponse(t, tc, egEnvoyRelease, s.do(t, tc, "eg-round-trips"))
 				want := 2
 				if mode == processor.ModeOneTrip {
 					want = 1
@@ -229,7 +233,7 @@ func TestRealEnvoyGatewayRoutesBehave(t *testing.T) {
 // lets requests through without CORS headers (browsers then refuse cross-origin reads) instead
 // of failing them.
 func TestRealEnvoyGatewayFailsOpen(t *testing.T) {
-	realenvoy.Pinned(t, "1.39")
+	realenvoy.Pinned(t, egEnvoyMinor)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +249,7 @@ func TestRealEnvoyGatewayFailsOpen(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tag := fmt.Sprintf("eg-open-%d", i)
-			checkResponse(t, tc, s.do(t, tc, tag))
+			checkResponse(t, tc, egEnvoyRelease, s.do(t, tc, tag))
 			checkUpstream(t, tc, s.upstream.Tagged(tag))
 		})
 	}

@@ -114,6 +114,8 @@ type exampleRoute struct {
 	// GRPCMetadata is the ext_proc stream's initial metadata the route's ExtProcPerRoute
 	// overrides set (x-cors-policy).
 	GRPCMetadata map[string]string
+	// ProcessingMode is the processing mode the route's ExtProcPerRoute overrides set.
+	ProcessingMode *extprocv3.ProcessingMode
 }
 
 // envoyRoutes returns envoy.yaml's routes by name.
@@ -134,6 +136,7 @@ func envoyRoutes(t *testing.T, c envoyConfig) map[string]exampleRoute {
 				Metadata:            r.GetMetadata(),
 				VirtualHostMetadata: vh.GetMetadata(),
 				ExtProcDisabled:     per.GetDisabled(),
+				ProcessingMode:      per.GetOverrides().GetProcessingMode(),
 			}
 			for _, hv := range per.GetOverrides().GetGrpcInitialMetadata() {
 				if er.GRPCMetadata == nil {

@@ -1,8 +1,10 @@
 package deploy_test
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os/exec"
 	"slices"
@@ -41,7 +43,6 @@ type deployStack struct {
 	service  *servicetest.Service
 	upstream *realenvoy.Upstream
 	cfg      envoyConfig
-	client   *http.Client
 }
 
 // deploymentArgs are the server's arguments in deploy/k8s/base/deployment.yaml that matter to
@@ -68,7 +69,6 @@ func startStack(t *testing.T, bin realenvoy.Binary, service *servicetest.Service
 		"demo-upstream": s.upstream.Addr,
 	})
 	s.envoy = realenvoy.Start(t, bin, s.cfg.bootstrap, realenvoy.Options{})
-	s.client = newCaseClient(t)
 	return s
 }
 
@@ -81,6 +81,8 @@ func newCaseUpstream(t *testing.T) *realenvoy.Upstream {
 			// Past the local-504 route's timeout.
 			time.Sleep(time.Second)
 		}
+		// Go's server writes these sorted by name, then date and content-length
+		// (upstreamFields).
 		for k, vs := range upstreamAnswers[r.Header.Get(upstreamHeader)] {
 			w.Header()[k] = vs
 		}
@@ -88,40 +90,40 @@ func newCaseUpstream(t *testing.T) *realenvoy.Upstream {
 	})
 }
 
-// newCaseClient sends the cases to Envoy; its connections close with the test.
-func newCaseClient(t *testing.T) *http.Client {
-	t.Helper()
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
-}
-
-// do sends one case's request through Envoy, tagged so the upstream's record of it can be found.
+// do sends one case's request through Envoy (sendCase).
 func (s *deployStack) do(t *testing.T, tc routeCase, tag string) *http.Response {
 	t.Helper()
 	host, path := requestTarget(t, s.cfg.hcm, tc.route)
-	return sendCase(t, s.client, s.envoy.URL(t, "http"), host, path, tc, tag)
+	return sendCase(t, s.envoy.URL(t, "http"), host, path, tc, tag)
 }
 
 // sendCase sends one case's request to the Envoy listener at base ("http://host:port") for
-// host and path, tagged so the upstream's record of it can be found.
-func sendCase(t *testing.T, client *http.Client, base, host, path string, tc routeCase, tag string) *http.Response {
+// host and path, tagged so the upstream's record of it can be found. The request is written by
+// hand, so that Envoy gets exactly the case's headers in the case's order (net/http would add
+// its own and sort them): the request line, host, the case's headers, then the test's own
+// (upstreamHeader when the case names an answer, and the tag). caseRequest gives that list,
+// for the simulated Envoy to send the same.
+func sendCase(t *testing.T, base, host, path string, tc routeCase, tag string) *http.Response {
 	t.Helper()
-	method := tc.method
-	if method == "" {
-		method = http.MethodGet
+	method, headers := caseRequest(tc, tag)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nhost: %s\r\n", method, path, host)
+	for _, kv := range headers {
+		fmt.Fprintf(&b, "%s: %s\r\n", kv[0], kv[1])
 	}
-	req, err := http.NewRequest(method, base+path, nil)
+	b.WriteString("\r\n")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Host = host
-	for _, kv := range tc.headers {
-		req.Header.Add(kv[0], kv[1])
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
 	}
-	req.Header.Set(realenvoy.TagHeader, tag)
-	req.Header.Set(upstreamHeader, tc.upstream)
-	res, err := client.Do(req)
+	if _, err := io.WriteString(conn, b.String()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,12 +132,38 @@ func sendCase(t *testing.T, client *http.Client, base, host, path string, tc rou
 	return res
 }
 
+// requestOf is a case's request as both fronts send it to envoy.yaml's routes: method, path,
+// host (the :authority) and every other header in order.
+func requestOf(t *testing.T, c envoyConfig, tc routeCase, tag string) (method, path, host string, headers [][2]string) {
+	t.Helper()
+	host, path = requestTarget(t, c.hcm, tc.route)
+	method, headers = caseRequest(tc, tag)
+	return method, path, host, headers
+}
+
+// caseRequest is a case's method and its headers in the order they are sent.
+func caseRequest(tc routeCase, tag string) (method string, headers [][2]string) {
+	method = tc.method
+	if method == "" {
+		method = http.MethodGet
+	}
+	headers = append(headers, tc.headers...)
+	if tc.upstream != "" {
+		headers = append(headers, [2]string{upstreamHeader, tc.upstream})
+	}
+	headers = append(headers, [2]string{realenvoy.TagHeader, tag})
+	return method, headers
+}
+
 // TestRealEnvoyRoutesBehave plays routeCases through deploy/envoy.yaml on every pinned Envoy
 // release, with the server in each mode: the status and every CORS header byte for byte, and
-// what the upstream saw.
+// what the upstream saw. A realenvoy.Recorder in front of cors-extproc records every ext_proc
+// message; the recording must equal the release's committed one (testdata/envoy-recordings),
+// which the simulated Envoy is held to (TestEnvoyRoutesBehave). -update rewrites them.
 func TestRealEnvoyRoutesBehave(t *testing.T) {
 	bins := realenvoy.Binaries(t)
 	bin := servicetest.Build(t)
+	recordings := map[string][]recordedCase{} // by release
 	for _, mode := range serverModes {
 		t.Run(mode.String(), func(t *testing.T) {
 			service := servicetest.Start(t, bin, append(slices.Clone(deploymentArgs), "--mode", mode.String())...)
@@ -146,7 +174,12 @@ func TestRealEnvoyRoutesBehave(t *testing.T) {
 			})
 			for _, bin := range bins {
 				t.Run(bin.Version, func(t *testing.T) {
-					s := startDeployStack(t, bin, service)
+					rec := realenvoy.NewRecorder(t, service.GRPCAddr)
+					rec.Alter = alterReply
+					s := startStack(t, bin, service, loadEnvoy(t), rec.Addr)
+					// One request first, not recorded, so that no case pays for connections
+					// being set up.
+					s.do(t, routeCases[0], "warm-up")
 					for i, tc := range routeCases {
 						t.Run(tc.name, func(t *testing.T) {
 							tag := fmt.Sprintf("%s-%s-%d", mode, bin.Version, i)
@@ -154,7 +187,10 @@ func TestRealEnvoyRoutesBehave(t *testing.T) {
 								// The route's bucket holds one token: the first request takes it.
 								s.do(t, tc, tag+"-first")
 							}
-							checkResponse(t, tc, s.do(t, tc, tag))
+							rec.Reset()
+							res := s.do(t, tc, tag)
+							recordings[bin.Version] = append(recordings[bin.Version], record(t, mode, tc, res.StatusCode, rec.Streams()))
+							checkResponse(t, tc, bin.Version, res)
 							checkUpstream(t, tc, s.upstream.Tagged(tag))
 						})
 					}
@@ -162,16 +198,20 @@ func TestRealEnvoyRoutesBehave(t *testing.T) {
 			}
 		})
 	}
+	for _, bin := range bins {
+		checkRecording(t, bin.Version, recordings[bin.Version], *update)
+	}
 }
 
-// checkResponse judges one case's response from a real Envoy: the status and every CORS header.
-func checkResponse(t *testing.T, tc routeCase, res *http.Response) {
+// checkResponse judges one case's response from a real Envoy of release version: the status
+// and every CORS header.
+func checkResponse(t *testing.T, tc routeCase, version string, res *http.Response) {
 	t.Helper()
 	if res.StatusCode != tc.status {
 		t.Errorf("status %d, want %d", res.StatusCode, tc.status)
 	}
-	if cors := corsHeaders(res.Header); !sameHeaders(cors, tc.cors) {
-		t.Errorf("CORS headers\n got %v\nwant %v", cors, tc.cors)
+	if cors, want := corsHeaders(res.Header), tc.wantCORS(version); !sameHeaders(cors, want) {
+		t.Errorf("CORS headers\n got %v\nwant %v", cors, want)
 	}
 }
 
@@ -224,6 +264,35 @@ func awaitAccessLog(t *testing.T, e *realenvoy.Envoy, want string) {
 			t.Fatalf("no access log line holds\n%s\nlines:\n%s", want, strings.Join(e.AccessLog(), "\n"))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRealEnvoyModeOverrideDefault plays filterSkipCases on every pinned release.
+func TestRealEnvoyModeOverrideDefault(t *testing.T) {
+	bins := realenvoy.Binaries(t)
+	service := servicetest.Start(t, servicetest.Build(t), deploymentArgs...)
+	for _, bin := range bins {
+		t.Run(bin.Version, func(t *testing.T) {
+			rec := realenvoy.NewRecorder(t, service.GRPCAddr)
+			rec.Alter = alterReply
+			cfg := loadEnvoy(t)
+			withFilterResponseSkip(t, cfg)
+			s := startStack(t, bin, service, cfg, rec.Addr)
+			s.do(t, routeCases[0], "warm-up")
+			for _, tc := range filterSkipCases {
+				t.Run(tc.name, func(t *testing.T) {
+					rec.Reset()
+					s.do(t, routeCase{route: filterSkipRoute, headers: tc.headers}, "mode")
+					streams := rec.Streams()
+					if len(streams) != 1 {
+						t.Fatalf("%d streams, want 1", len(streams))
+					}
+					if sent := len(streams[0].Requests) == 2; sent != tc.responsePhase {
+						t.Errorf("response phase %v, want %v (messages %v)", sent, tc.responsePhase, streams[0].Requests)
+					}
+				})
+			}
+		})
 	}
 }
 
