@@ -184,7 +184,7 @@ func writeExplanation(w io.Writer, res siteResolution, srv *processor.Server, re
 
 	r := processor.ReadRequest(request)
 	e := res.Policy.Explain(&r, processor.UpstreamVaryListsOrigin(upstream))
-	fmt.Fprintf(&b, "steps:\n")
+	fmt.Fprintf(&b, "steps (the sections are those of docs/cors-semantics.md):\n")
 	for i, s := range e.Steps {
 		fmt.Fprintf(&b, "  %d. %s\n", i+1, s)
 	}

@@ -126,7 +126,7 @@ request:
   :method: OPTIONS
   origin: https://evil.test
   access-control-request-method: PUT
-steps:
+steps (the sections are those of docs/cors-semantics.md):
   1. preflight: method OPTIONS with an Origin and access-control-request-method "PUT" (section 6)
   2. the Origin "https://evil.test" is normalized to "https://evil.test" (section 3)
   3. origins[0] "https://app.example.com" (literal, normalized "https://app.example.com"): does not match

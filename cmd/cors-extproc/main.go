@@ -1,6 +1,9 @@
 // Command cors-extproc is an Envoy external-processing server that gives every route Kong's CORS
 // plugin, with the policy carried in the route's metadata. See the README for how to wire it to
 // Envoy.
+//
+// The steps `cors-extproc explain` prints cite docs/cors-semantics.md as "section N"; comments
+// cite docs/envoy-extproc.md as "contract section N".
 package main
 
 import (
