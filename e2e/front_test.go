@@ -64,7 +64,7 @@ func (rt routeTable) pick(host string) route {
 
 // envoytestFront is the test-only HTTP front that plays Envoy: for each browser request it does
 // what Envoy does with the ext_proc filter in its chain. It is built on the envoytest client so
-// that the exchange with the service is the one the contract page describes (request_headers
+// that the exchange with the service is the one docs/envoy-extproc.md describes (request_headers
 // with the route's attributes, immediate_response or CONTINUE, response_headers), not an
 // approximation of it. It is fast and needs no Envoy; the real-Envoy front holds it to Envoy.
 type envoytestFront struct {

@@ -126,7 +126,7 @@ func mutating(reqM, respM *extprocv3.HeaderMutation) func(*extprocv3.ProcessingR
 func set(key, value string, appendField *bool) *corev3.HeaderValueOption {
 	o := &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: key, RawValue: []byte(value)}}
 	if appendField != nil {
-		//lint:ignore SA1019 the contract (§4) uses the deprecated append field on purpose.
+		//lint:ignore SA1019 contract §4 uses the deprecated append field on purpose.
 		o.Append = wrapperspb.Bool(*appendField)
 	}
 	return o

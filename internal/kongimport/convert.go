@@ -47,7 +47,7 @@ func (f Fields) policyMap() (map[string]any, error) {
 type Options struct {
 	// KongCompatible writes `preflight_status: 200` and, where the plugin does not set methods,
 	// Kong 3.x's default methods, so that preflights are answered as Kong answers them
-	// (differences 1 and 2 of the semantics page) instead of warning about it.
+	// (semantics sections 9.1 and 9.2) instead of warning about it.
 	KongCompatible bool
 }
 

@@ -9,10 +9,10 @@
 // parameters (`config.origin=mockbin.com`), as Kong's documentation shows them, 0.x names
 // included.
 //
-// Each distinct plugin configuration becomes one policy (section 1 of the project's CORS
-// semantics page). Where Kong 3.11 (kong/plugins/cors/handler.lua and schema.lua) behaves
-// differently for that configuration (section 9), the policy carries a warning saying what
-// changes; a configuration that cannot be represented here (a regex only PCRE accepts, a
-// negative max_age) carries errors instead and is left out of the named-policy file. Every
-// policy that is written has passed policy.Compile.
+// Each distinct plugin configuration becomes one policy (the fields of docs/cors-semantics.md
+// section 1). Where Kong 3.11 (kong/plugins/cors/handler.lua and schema.lua) behaves
+// differently for that configuration (docs/cors-semantics.md section 9), the policy carries a
+// warning saying what changes; a configuration that cannot be represented here (a regex only
+// PCRE accepts, a negative max_age) carries errors instead and is left out of the named-policy
+// file. Every policy that is written has passed policy.Compile.
 package kongimport

@@ -19,7 +19,7 @@ import (
 // TestRoundTripBehavesLikeKong imports the decK fixtures with --kong-compatible, loads the
 // named-policy file as the server does, attaches each route's policy by `ref` the way the
 // report says, and plays requests through the ext_proc server. The expectations are what Kong
-// 3.11's handler.lua answers for the same plugin (semantics page): preflights answered 200 with
+// 3.11's handler.lua answers for the same plugin (docs/cors-semantics.md section 9): preflights answered 200 with
 // Kong's methods, ACAO, Vary and credentials as Kong sets them.
 func TestRoundTripBehavesLikeKong(t *testing.T) {
 	type kv = [2]string

@@ -1,6 +1,6 @@
 // Package policy parses, validates, compiles and evaluates the CORS policies of cors-extproc.
-// The behaviour is that of Kong's CORS plugin (Kong 3.11) with the seed document's defaults;
-// the reference is docs/cors-semantics.md in the shared documents, cited here as "section N".
+// The behaviour is that of Kong's CORS plugin (Kong 3.11) with a few deliberate differences; it
+// is documented in docs/cors-semantics.md, whose sections this package cites as "section N".
 //
 // # Life of a policy
 //
@@ -54,7 +54,7 @@
 //  7. `Vary: Origin` is never added twice, nor when the upstream's Vary already lists Origin
 //     or *.
 //
-// Beyond the semantics document: a regex is not run on a subject (normalized origin or host)
+// Regexes have a cost cap (section 3): a regex is not run on a subject (normalized origin or host)
 // longer than 1024 bytes, which then does not match. No browser sends such an Origin, and the
 // cap bounds the time one request can spend in RE2.
 package policy

@@ -241,7 +241,7 @@ func (p *Policy) Decorate(d *RequestDecision, upstreamVaryListsOrigin bool) (rd 
 
 // VaryListsOrigin reports whether one Vary header value lists `Origin` (case-insensitive,
 // comma-separated, spaces trimmed) or `*`: then the response already varies by Origin and
-// section 4.2 adds nothing (difference 9.7 from Kong).
+// section 4.2 adds nothing (section 9.7: a difference from Kong).
 func VaryListsOrigin(value string) bool {
 	for value != "" {
 		item, rest, _ := strings.Cut(value, ",")

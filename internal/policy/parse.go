@@ -155,7 +155,7 @@ var knownFields = map[string]bool{
 	fieldPreflightStatus: true, fieldReportOnly: true,
 }
 
-// defaultMethods is the seed document's method list (semantics section 1 and 9.2).
+// defaultMethods is the default method list (semantics sections 1 and 9.2).
 var defaultMethods = []string{"GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"}
 
 // config is a policy's fields, decoded and checked field by field, before compilation.

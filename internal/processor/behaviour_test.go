@@ -66,11 +66,11 @@ var behaviourCases = []behaviourCase{
 		status: 200, want: map[string][]string{"access-control-allow-origin": {"*"}}},
 	{name: "allow-all without origin", policy: `{}`,
 		status: 200, want: map[string][]string{"access-control-allow-origin": {"*"}}},
-	// Section 4.3: a single literal is sent whatever the Origin.
+	// Semantics section 4.3: a single literal is sent whatever the Origin.
 	{name: "single literal, other origin", policy: `{"origins":["https://app.example.com"]}`,
 		headers: []kv{{"origin", evil}},
 		status:  200, want: map[string][]string{"access-control-allow-origin": {app}, "vary": {"Origin"}}},
-	// Section 4.2 and 8: Vary beside the upstream's, never doubled.
+	// Semantics sections 4.2 and 8: Vary beside the upstream's, never doubled.
 	{name: "list match keeps upstream vary", policy: `{"origins":["https://other.example.com","https://app.example.com:443"]}`,
 		headers:  []kv{{"origin", app}},
 		upstream: upstreamResponse{200, []kv{{"vary", "Accept-Encoding"}}},
@@ -79,7 +79,7 @@ var behaviourCases = []behaviourCase{
 		headers:  []kv{{"origin", app}},
 		upstream: upstreamResponse{200, []kv{{"vary", "accept-encoding, origin"}}},
 		status:   200, want: map[string][]string{"access-control-allow-origin": {app}, "vary": {"accept-encoding, origin"}}},
-	// Section 4.5: a rejected origin loses the upstream's ACAO.
+	// Semantics section 4.5: a rejected origin loses the upstream's ACAO.
 	{name: "rejected origin strips upstream ACAO", policy: `{"origins":["https://other.example.com","https://app.example.com"]}`,
 		headers:  []kv{{"origin", evil}},
 		upstream: upstreamResponse{200, []kv{{"access-control-allow-origin", "*"}}},
@@ -93,7 +93,7 @@ var behaviourCases = []behaviourCase{
 	{name: "first of repeated origins counts", policy: `{"origins":["https://other.example.com","https://app.example.com"]}`,
 		headers: []kv{{"origin", app}, {"origin", evil}},
 		status:  200, want: map[string][]string{"access-control-allow-origin": {app}, "vary": {"Origin"}}},
-	// Section 5 and 8: credentials, exposed headers.
+	// Semantics sections 5 and 8: credentials, exposed headers.
 	{name: "credentials and exposed headers", policy: `{"origins":["https://app.example.com","https://other.example.com"],"credentials":true,"exposed_headers":"x-total, x-page"}`,
 		headers:  []kv{{"origin", app}},
 		upstream: upstreamResponse{200, []kv{{"access-control-expose-headers", "x-upstream"}}},
@@ -115,14 +115,14 @@ var behaviourCases = []behaviourCase{
 			"access-control-allow-origin": {"*"},
 			"vary":                        {"Origin"},
 		}},
-	// Section 2: Envoy joins two Origin headers with a comma; the value is never echoed.
+	// Semantics section 2: Envoy joins two Origin headers with a comma; the value is never echoed.
 	{name: "credentials with allow-all never echo a joined origin", policy: `{"credentials":true}`,
 		headers: []kv{{"origin", app + ", " + evil}},
 		status:  200, want: map[string][]string{
 			"access-control-allow-origin": {"*"},
 			"vary":                        {"Origin"},
 		}},
-	// Section 7: every preflight field.
+	// Semantics section 7: every preflight field.
 	{name: "full preflight", policy: `{"origins":["https://app.example.com","https://other.example.com"],"methods":["GET","PUT"],"headers":["x-a","content-type"],"credentials":true,"max_age":600,"private_network":true,"preflight_status":200}`,
 		method: "OPTIONS", headers: []kv{{"origin", app}, {"access-control-request-method", "PUT"},
 			{"access-control-request-headers", "x-ignored"}, {"access-control-request-private-network", "true"}},
@@ -138,7 +138,7 @@ var behaviourCases = []behaviourCase{
 	{name: "preflight from rejected origin still answered", policy: `{"origins":["https://app.example.com","https://other.example.com"],"methods":[]}`,
 		method: "OPTIONS", headers: []kv{{"origin", evil}, {"access-control-request-method", "PUT"}},
 		status: 204, answered: true, want: map[string][]string{"vary": {"Origin"}}},
-	// Section 6.
+	// Semantics section 6.
 	{name: "preflight_continue goes upstream untouched", policy: `{"origins":["https://app.example.com","https://x.test"],"preflight_continue":true}`,
 		method: "OPTIONS", headers: []kv{{"origin", app}, {"access-control-request-method", "PUT"}},
 		upstream: upstreamResponse{200, []kv{{"access-control-allow-origin", "*"}}},
@@ -156,7 +156,7 @@ var behaviourCases = []behaviourCase{
 		headers:  []kv{{"origin", app}},
 		upstream: upstreamResponse{status: 503},
 		status:   503, want: map[string][]string{"access-control-allow-origin": {app}, "vary": {"Origin"}}},
-	// Section 10: an unusable policy.
+	// Semantics section 10: an unusable policy.
 	{name: "unusable policy preflight", policy: `{"origins":["https://(bad"],"max_age":-1}`, method: "OPTIONS",
 		headers: []kv{{"origin", app}, {"access-control-request-method", "PUT"}},
 		status:  403, answered: true},

@@ -32,7 +32,7 @@ import (
 // cancellation. Envoy never sends most of these, which is the point: whatever a client sends,
 // the server must not panic, must answer every message that takes a reply with exactly one reply
 // of the matching kind (contract sections 1 and 4), must send none in observability mode or for
-// a message with no event, and must end the stream with OK (section 5: a gRPC error costs the
+// a message with no event, and must end the stream with OK (contract section 5: a gRPC error costs the
 // user a 500).
 //
 // The fuzz input is a small program (see fuzzProgram) rather than an encoded message, so that
@@ -160,7 +160,7 @@ const (
 	fuzzEvil  = "https://evil.test"
 )
 
-// fuzzNamed is the servers' named-policy file; "broken" is unusable (section 10).
+// fuzzNamed is the servers' named-policy file; "broken" is unusable (semantics section 10).
 const fuzzNamed = `
 strict: {origins: ["https://app.example.com"], credentials: true, max_age: 60}
 open: {origins: ["*"]}

@@ -1,7 +1,10 @@
 // Package processor is the ext_proc side of cors-extproc: it reads Envoy's ProcessingRequests,
 // finds the route's CORS policy, asks internal/policy for the decision and turns that decision
-// back into ProcessingResponses, following the contract of shared/docs/envoy-extproc.md.
+// back into ProcessingResponses, following the Envoy ext_proc contract of docs/envoy-extproc.md.
 // Everything about one HTTP request lives in the local variables of its stream.
+//
+// Comments cite docs/envoy-extproc.md as "contract section N" and docs/cors-semantics.md as
+// "semantics section N".
 package processor
 
 import (
@@ -270,7 +273,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			continue
 		}
 		if req.GetObservabilityMode() {
-			// Envoy ignores replies in observability mode and none should be sent (section 1);
+			// Envoy ignores replies in observability mode and none should be sent (contract section 1);
 			// the decision was still taken, so metrics and logs reflect it.
 			continue
 		}
