@@ -8,7 +8,7 @@
 //     "§N";
 //   - the short forms "contract section N" / "contract §N" (docs/envoy-extproc.md) and
 //     "semantics section N" (docs/cors-semantics.md);
-//   - a bare "section N" or "§N". It continues the page of the citation before it in the same
+//   - a bare "section N" or "§N" (not "RFC 9110 section 5.6.2"). It continues the page of the citation before it in the same
 //     sentence; failing that, it is a section of the page itself (in docs/), or of the page the
 //     Go package's doc comment names next to a quoted "section N" (as internal/policy does).
 //     Anywhere else a bare section is an error: the reader cannot tell which page it means.
@@ -47,8 +47,9 @@ const (
 const nums = `\d+(?:\.\d+)?(?:\s*,\s*item\s+\d+|\s*(?:,\s*and|,|and|or)\s*(?:§\s?|sections?\s+)?\d+(?:\.\d+)?)*`
 
 // citationRE finds a page (path or Markdown link) with its optional sections, or a short or
-// bare section citation.
+// bare section citation; a section of an RFC is matched only to be skipped.
 var citationRE = regexp.MustCompile(`(?i)` +
+	`(?P<rfc>\bRFC\s?\d+,?\s+(?:sections?\s+|§\s?)` + nums + `)|` +
 	`(?:\]\((?P<link>[^)\s#:]+\.md)(?:#[^)]*)?\)|(?P<path>[\w./-]*\bdocs/[\w.-]+\.md))` +
 	`(?:,?\s+(?:sections?\s+|§\s?)(?P<pnums>` + nums + `))?` +
 	`|(?P<qual>\b(?:contract|semantics)(?:\s+page)?,?\s+)?(?:\bsections?\s+|§\s?)(?P<nums>` + nums + `)`)
@@ -201,6 +202,9 @@ func (c *checker) check(name string, text string) []string {
 				return ""
 			}
 			return joined[m[2*i]:m[2*i+1]]
+		}
+		if group("rfc") != "" {
+			continue // another document's sections
 		}
 		var target, numbers string
 		switch {
@@ -365,7 +369,7 @@ func TestCheckerFinds(t *testing.T) {
 			"// bad: section 7. contract §4. semantics section 4.3. docs/nope.md\n" +
 			"// continued: (contract section 5, and section 9)\n" +
 			"// joined over lines: the contract\n// §6 (docs/envoy-extproc.md section 3)\n")},
-		"other/b.go":      {Data: []byte("// Package other cites nothing by default.\npackage other\n\n// section 1 of what?\n")},
+		"other/b.go":      {Data: []byte("// Package other cites nothing by default.\npackage other\n\n// section 1 of what?\n// a token (RFC 9110 section 5.6.2)\n")},
 		"deploy/x.yaml":   {Data: []byte("# the fields (docs/cors-semantics.md section 1), and §2\n")},
 		"cmd/c/shared.go": {Data: []byte("// Package main follows shared/docs/envoy-extproc.md.\npackage main\n")},
 	}
