@@ -74,17 +74,23 @@ type page struct {
 }
 
 var (
-	headingRE    = regexp.MustCompile(`^#{1,6}\s+(\d+)(?:\.(\d+))?\.?\s`)
-	listItemRE   = regexp.MustCompile(`^\s*(\d+)\.\s`)
-	codeFenceStr = "```"
+	headingRE  = regexp.MustCompile(`^#{1,6}\s+(\d+)(?:\.(\d+))?\.?\s`)
+	listItemRE = regexp.MustCompile(`^\s*(\d+)\.\s`)
+	// topHeadingRE is a heading at the level of the numbered sections or above: it ends the
+	// section before it (a "###" heading inside a section does not).
+	topHeadingRE = regexp.MustCompile(`^#{1,2}\s`)
 )
 
+const codeFence = "```"
+
+// parsePage finds the numbered sections of a page ("## 3. Title") and, in each, the numbered
+// list items and "N.M" headings, outside code blocks.
 func parsePage(text string) page {
 	p := page{sections: map[int]bool{}, items: map[int]map[int]bool{}}
 	current := 0
 	fenced := false
 	for _, line := range strings.Split(text, "\n") {
-		if strings.HasPrefix(strings.TrimSpace(line), codeFenceStr) {
+		if strings.HasPrefix(strings.TrimSpace(line), codeFence) {
 			fenced = !fenced
 			continue
 		}
@@ -102,7 +108,7 @@ func parsePage(text string) page {
 			p.sections[n] = true
 			continue
 		}
-		if strings.HasPrefix(line, "#") {
+		if topHeadingRE.MatchString(line) {
 			current = 0
 			continue
 		}
@@ -278,7 +284,6 @@ func joinComments(text string) (string, func(int) int) {
 	start := b.Len()
 	b.WriteString(text[last:])
 	lineStarts = appendNewlines(lineStarts, text[last:], start)
-	slices.Sort(lineStarts)
 	return b.String(), func(off int) int {
 		i, found := slices.BinarySearch(lineStarts, off)
 		if !found {
@@ -360,13 +365,13 @@ func TestCitations(t *testing.T) {
 // good ones.
 func TestCheckerFinds(t *testing.T) {
 	fsys := fstest.MapFS{
-		"docs/cors-semantics.md": {Data: []byte("# S\n\n## 1. Fields\n\ntext\n\n## 4. ACAO\n\n1. all\n2. vary\n\n```\n## 7. not a heading\n```\n")},
+		"docs/cors-semantics.md": {Data: []byte("# S\n\n## 1. Fields\n\ntext\n\n## 4. ACAO\n\n1. all\n2. vary\n\n### Notes\n\n5. five\n\n```\n## 7. not a heading\n```\n\n## Appendix\n\n6. six\n")},
 		"docs/envoy-extproc.md":  {Data: []byte("# C\n\n## 3. Policy\n\n1. grpc\n2. route\n\n## 5. Failures\n\nSee section 3 and section 6.\n")},
 		"docs/README.md":         {Data: []byte("[semantics](cors-semantics.md) section 4, [gone](gone.md).\n")},
 		"pkg/doc.go":             {Data: []byte("// Package pkg does things; docs/cors-semantics.md is cited here as \"section N\".\npackage pkg\n")},
 		"pkg/a.go": {Data: []byte("package pkg\n\n" +
-			"// ok: section 1, section 4.2, semantics section 4, contract §3 and §5, contract section 3, item 2.\n" +
-			"// bad: section 7. contract §4. semantics section 4.3. docs/nope.md\n" +
+			"// ok: section 1, section 4.2, section 4.5, semantics section 4, contract §3 and §5, contract section 3, item 2.\n" +
+			"// bad: section 7. contract §4. semantics section 4.3. section 4.6. docs/nope.md\n" +
 			"// continued: (contract section 5, and section 9)\n" +
 			"// joined over lines: the contract\n// §6 (docs/envoy-extproc.md section 3)\n")},
 		"other/b.go":      {Data: []byte("// Package other cites nothing by default.\npackage other\n\n// section 1 of what?\n// a token (RFC 9110 section 5.6.2)\n")},
@@ -388,6 +393,7 @@ func TestCheckerFinds(t *testing.T) {
 		"pkg/a.go:4: docs/cors-semantics.md section 7: no such section (it has 1, 4)",
 		"pkg/a.go:4: docs/envoy-extproc.md section 4: no such section (it has 3, 5)",
 		"pkg/a.go:4: docs/cors-semantics.md section 4.3: section 4 has no item 3",
+		"pkg/a.go:4: docs/cors-semantics.md section 4.6: section 4 has no item 6",
 		"pkg/a.go:4: docs/nope.md: no such page",
 		"pkg/a.go:5: docs/envoy-extproc.md section 9: no such section (it has 3, 5)",
 		"pkg/a.go:6: docs/envoy-extproc.md section 6: no such section (it has 3, 5)",
