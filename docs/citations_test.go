@@ -45,7 +45,7 @@ const (
 )
 
 // nums is a section number, optionally ".M", followed by more of them or by ", item M".
-const nums = `\d+(?:\.\d+)?(?:\s*,\s*item\s+\d+|\s*(?:,\s*and|,|and|or)\s*(?:§\s?|sections?\s+)?\d+(?:\.\d+)?)*`
+const nums = `\d+(?:\.\d+)?(?:\s*,\s*item\s+\d+|\s*(?:,\s*and|,|and|or|to)\s*(?:§\s?|sections?\s+)?\d+(?:\.\d+)?)*`
 
 // citationRE finds a page (path or Markdown link) with its optional sections, or a short or
 // bare section citation; a section of an RFC is matched only to be skipped.
@@ -62,8 +62,13 @@ var numRE = regexp.MustCompile(`(?i)(\d+)(?:\.(\d+)|\s*,\s*item\s+(\d+))?`)
 // of the package refer to: a docs path followed, in the same paragraph, by a quoted citation.
 var packageDefaultRE = regexp.MustCompile(`(docs/[\w.-]+\.md)(?:[^"\n]|\n[^\n"])*\n?"[^"\n]*(?:section |§)N"`)
 
-// sentenceEnd separates a bare citation from an earlier one whose page it would otherwise take.
-var sentenceEnd = regexp.MustCompile(`[.;:]\s|\n\s*\n`)
+// sentenceEnd separates a bare citation from an earlier one whose page it would otherwise take:
+// the end of a sentence, or of a line (comment lines that continue each other are joined
+// first); in Markdown, where prose wraps, of a paragraph.
+var (
+	sentenceEnd         = regexp.MustCompile(`[.;:]\s|\n`)
+	markdownSentenceEnd = regexp.MustCompile(`[.;:]\s|\n\s*\n`)
+)
 
 // commentJoin joins a comment continued on the next line ("//" or "#"), so that "contract" at
 // the end of one line qualifies "§5" at the start of the next.
@@ -202,6 +207,10 @@ func (c *checker) check(name string, text string) []string {
 		problems = append(problems, fmt.Sprintf("%s:%d: %s", name, lineOf(off), fmt.Sprintf(format, args...)))
 	}
 	lastPage, lastEnd := "", -1
+	end := sentenceEnd
+	if strings.HasSuffix(name, ".md") {
+		end = markdownSentenceEnd
+	}
 	for _, m := range citationRE.FindAllStringSubmatchIndex(joined, -1) {
 		group := func(g string) string {
 			i := citationRE.SubexpIndex(g)
@@ -232,7 +241,7 @@ func (c *checker) check(name string, text string) []string {
 				target = contractPage
 			case strings.HasPrefix(q, "semantics"):
 				target = semanticsPage
-			case lastPage != "" && !sentenceEnd.MatchString(joined[lastEnd:m[0]]):
+			case lastPage != "" && !end.MatchString(joined[lastEnd:m[0]]):
 				target = lastPage
 			case strings.HasPrefix(name, "docs/") && strings.HasSuffix(name, ".md"):
 				target = name
@@ -376,13 +385,14 @@ func TestCheckerFinds(t *testing.T) {
 	fsys := fstest.MapFS{
 		"docs/cors-semantics.md": {Data: []byte("# S\n\n## 1. Fields\n\ntext\n\n## 4. ACAO\n\n1. all\n2. vary\n\n### Notes\n\n5. five\n\n```\n## 7. not a heading\n```\n\n## Appendix\n\n6. six\n")},
 		"docs/envoy-extproc.md":  {Data: []byte("# C\n\n## 3. Policy\n\n1. grpc\n2. route\n\n## 5. Failures\n\nSee section 3 and section 6.\n")},
-		"docs/README.md":         {Data: []byte("[semantics](cors-semantics.md) section 4, [gone](gone.md).\n")},
+		"docs/README.md":         {Data: []byte("[semantics](cors-semantics.md) section 4, [gone](gone.md).\nThe [rules](cors-semantics.md)\n(section 1 and sections 4 to 9).\n")},
 		"pkg/doc.go":             {Data: []byte("// Package pkg does things; docs/cors-semantics.md is cited here as \"section N\".\npackage pkg\n")},
 		"pkg/a.go": {Data: []byte("package pkg\n\n" +
 			"// ok: section 1, section 4.2, section 4.5, semantics section 4, contract §3 and §5, contract section 3, item 2.\n" +
 			"// bad: section 7. contract §4. semantics section 4.3. section 4.6. docs/nope.md\n" +
 			"// continued: (contract section 5, and section 9)\n" +
-			"// joined over lines: the contract\n// §6 (docs/envoy-extproc.md section 3)\n")},
+			"// joined over lines: the contract\n// §6 (docs/envoy-extproc.md section 3)\n" +
+			"var x = 1 // contract §3\nvar y = 2 // section 7 is the package's page, not the contract's\n")},
 		"other/b.go":      {Data: []byte("// Package other cites nothing by default.\npackage other\n\n// section 1 of what?\n// a token (RFC 9110 section 5.6.2)\n")},
 		"deploy/x.yaml":   {Data: []byte("# the fields (docs/cors-semantics.md section 1), and §2\n")},
 		"cmd/c/shared.go": {Data: []byte("// Package main follows shared/docs/envoy-extproc.md.\npackage main\n")},
@@ -398,6 +408,7 @@ func TestCheckerFinds(t *testing.T) {
 		"cmd/c/shared.go:1: cmd/c/shared/docs/envoy-extproc.md: no such page",
 		"deploy/x.yaml:1: docs/cors-semantics.md section 2: no such section (it has 1, 4)",
 		"docs/README.md:1: docs/gone.md: no such page",
+		"docs/README.md:3: docs/cors-semantics.md section 9: no such section (it has 1, 4)",
 		"docs/envoy-extproc.md:10: docs/envoy-extproc.md section 6: no such section (it has 3, 5)",
 		"other/b.go:4: \"section 1\" names no page: write docs/PAGE.md section N, or name the page in the package doc comment",
 		"pkg/a.go:4: docs/cors-semantics.md section 7: no such section (it has 1, 4)",
@@ -407,5 +418,6 @@ func TestCheckerFinds(t *testing.T) {
 		"pkg/a.go:4: docs/nope.md: no such page",
 		"pkg/a.go:5: docs/envoy-extproc.md section 9: no such section (it has 3, 5)",
 		"pkg/a.go:6: docs/envoy-extproc.md section 6: no such section (it has 3, 5)",
+		"pkg/a.go:9: docs/cors-semantics.md section 7: no such section (it has 1, 4)",
 	}, got)
 }
