@@ -59,8 +59,9 @@ var citationRE = regexp.MustCompile(`(?i)` +
 var numRE = regexp.MustCompile(`(?i)(\d+)(?:\.(\d+)|\s*,\s*item\s+(\d+))?`)
 
 // packageDefaultRE finds, in a package doc comment, the page that bare "section N" citations
-// of the package refer to: a docs path followed, in the same paragraph, by a quoted citation.
-var packageDefaultRE = regexp.MustCompile(`(docs/[\w.-]+\.md)(?:[^"\n]|\n[^\n"])*\n?"[^"\n]*(?:section |§)N"`)
+// of the package refer to: a docs path followed, in the same paragraph, by "section N" or "§N"
+// in quotes ("contract section N" names the short form, not a default).
+var packageDefaultRE = regexp.MustCompile(`(docs/[\w.-]+\.md)(?:[^"\n]|\n[^\n"])*\n?"(?:section |§)N"`)
 
 // sentenceEnd separates a bare citation from an earlier one whose page it would otherwise take:
 // the end of a sentence, or of a line (comment lines that continue each other are joined
@@ -397,6 +398,7 @@ func TestCheckerFinds(t *testing.T) {
 		"deploy/x.yaml":   {Data: []byte("# the fields (docs/cors-semantics.md section 1), and §2\n")},
 		"cmd/c/shared.go": {Data: []byte("// Package main follows shared/docs/envoy-extproc.md.\npackage main\n")},
 		"LICENSE":         {Data: []byte("as defined by Sections 1 through 9 of this document\n")},
+		"q/doc.go":        {Data: []byte("// Package q cites docs/envoy-extproc.md as \"contract section N\".\npackage q\n\n// section 3\n")},
 	}
 	var files []string
 	for name := range fsys {
@@ -411,6 +413,7 @@ func TestCheckerFinds(t *testing.T) {
 		"docs/README.md:3: docs/cors-semantics.md section 9: no such section (it has 1, 4)",
 		"docs/envoy-extproc.md:10: docs/envoy-extproc.md section 6: no such section (it has 3, 5)",
 		"other/b.go:4: \"section 1\" names no page: write docs/PAGE.md section N, or name the page in the package doc comment",
+		"q/doc.go:4: \"section 3\" names no page: write docs/PAGE.md section N, or name the page in the package doc comment",
 		"pkg/a.go:4: docs/cors-semantics.md section 7: no such section (it has 1, 4)",
 		"pkg/a.go:4: docs/envoy-extproc.md section 4: no such section (it has 3, 5)",
 		"pkg/a.go:4: docs/cors-semantics.md section 4.3: section 4 has no item 3",
