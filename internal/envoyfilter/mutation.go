@@ -190,7 +190,7 @@ func mayChange(op operation, key string, ph Phase) bool {
 }
 
 // checkKey rejects what Envoy answers 500 for (a key that is no valid header name), and keys with
-// upper-case letters, which the contract (§4) forbids.
+// upper-case letters, which contract §4 forbids.
 func checkKey(key string) error {
 	if key == "" {
 		return errors.New("empty header key")
