@@ -287,8 +287,8 @@ var localReplyCases = []localReplyCase{
 		}},
 	{name: "allow all", policy: `{}`, headers: []kv{{"origin", app}},
 		want: map[string][]string{"access-control-allow-origin": {"*"}}},
-	// Section 8 applies whatever the status, so a rejected origin gets Vary and ACAC but never
-	// an ACAO.
+	// Semantics section 8 applies whatever the status, so a rejected origin gets Vary and ACAC but
+	// never an ACAO.
 	{name: "rejected origin", policy: `{"origins":["https://other.example.com","https://app.example.com"],"credentials":true}`,
 		headers: []kv{{"origin", evil}}, want: map[string][]string{
 			"access-control-allow-credentials": {"true"},
