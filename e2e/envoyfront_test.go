@@ -8,21 +8,29 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	ratelimitfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/cors-extproc/cors-extproc/internal/envoyfilter"
-	"github.com/cors-extproc/cors-extproc/internal/envoytest"
 	"github.com/cors-extproc/cors-extproc/internal/realenvoy"
 	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
@@ -44,10 +52,15 @@ const publicListener = "public"
 //     names: route metadata, virtual-host metadata, or x-cors-policy through the ext_proc
 //     filter's per-route grpc_initial_metadata;
 //   - the ext_proc filter's message_timeout is testMessageTimeout, as in the envoytest front;
-//   - the listener is served twice, the copy named publicListener.
+//   - the listener is served twice, the copy named publicListener;
+//   - test additions for the routes Envoy answers itself (ownReply, ownReplyRoute): an RBAC
+//     and a local_ratelimit filter placed after the shipped filters, right before the router,
+//     as an operator places an authorization or rate limit filter after ext_proc and the header
+//     filters; each does nothing but on the route that configures it. And a cluster without
+//     endpoints (noEndpointsCluster).
 //
-// Whatever else the shipped chain holds (filters after ext_proc, the access log) runs as
-// shipped. Every record comes from what happened: the Recorder holds what Envoy sent the
+// Whatever else the shipped chain holds (the header filters after ext_proc, the access log)
+// runs as shipped. Every record comes from what happened: the Recorder holds what Envoy sent the
 // service and what it answered, the upstream what reached it and what it answered, and
 // Chromium reports what the browser got (wire_test.go).
 type envoyFront struct {
@@ -79,6 +92,63 @@ type shippedChain struct {
 	// stats is the prefix of the ext_proc filter's counters: http.<stat_prefix>.ext_proc.
 	stats string
 }
+
+// The test additions for Envoy's own replies (see envoyFront): filter names, and the cluster
+// without endpoints the no-healthy-upstream route goes to.
+const (
+	rbacFilter         = "envoy.filters.http.rbac"
+	rateLimitFilter    = "envoy.filters.http.local_ratelimit"
+	noEndpointsCluster = "no-endpoints"
+)
+
+// ownReplyRouteTimeout is the route timeout of the upstreamTimeout route; its API answers only
+// after Envoy gave up (api.slow).
+const ownReplyRouteTimeout = 500 * time.Millisecond
+
+// ownReplyFilters are the test's RBAC and local_ratelimit filters: without a per-route config
+// neither acts (RBAC without rules enforces nothing; the rate limit without a token bucket
+// limits nothing).
+func ownReplyFilters(t *testing.T) []*hcmv3.HttpFilter {
+	return []*hcmv3.HttpFilter{
+		{Name: rbacFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: pack(t, &rbacfilterv3.RBAC{})}},
+		{Name: rateLimitFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: pack(t, &ratelimitfilterv3.LocalRateLimit{StatPrefix: "e2e"})}},
+	}
+}
+
+// ownReplyRoute makes rt a route Envoy answers itself with reply.
+func ownReplyRoute(t *testing.T, rt *routev3.Route, reply ownReply) {
+	switch reply {
+	case noHealthyUpstream:
+		rt.GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: noEndpointsCluster}
+	case upstreamTimeout:
+		rt.GetRoute().Timeout = durationpb.New(ownReplyRouteTimeout)
+	case directResponse:
+		rt.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+			Status: directStatus, Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: directBody}}}}
+	case rbacDenied:
+		everything := &rbacv3.Policy{Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
+			Principals: []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}}}
+		rt.TypedPerFilterConfig[rbacFilter] = pack(t, &rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{
+			Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{"everything": everything}}}})
+	case rateLimited:
+		all := &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 100}, RuntimeKey: "e2e_limited"}
+		rt.TypedPerFilterConfig[rateLimitFilter] = pack(t, &ratelimitfilterv3.LocalRateLimit{
+			StatPrefix:              "e2e_limited",
+			TokenBucket:             &typev3.TokenBucket{MaxTokens: 1, TokensPerFill: wrapperspb.UInt32(1), FillInterval: durationpb.New(time.Hour)},
+			FilterEnabled:           all,
+			FilterEnforced:          all,
+			EnableXRatelimitHeaders: ratelimitv3.XRateLimitHeadersRFCVersion_DRAFT_VERSION_03,
+		})
+	default:
+		t.Fatalf("route %s: no Envoy reply %q", rt.GetName(), reply)
+	}
+}
+
+// The direct_response route's answer.
+const (
+	directStatus = http.StatusGone
+	directBody   = "gone: answered by Envoy's direct_response"
+)
 
 // envoyBootstrap is deploy/envoy.yaml with the suite's routes (see envoyFront). The shipped
 // file must hold one listener with one HTTP connection manager whose route table is inline and
@@ -128,6 +198,19 @@ func envoyBootstrap(t *testing.T, routes routeTable) (*bootstrapv3.Bootstrap, sh
 	}
 
 	hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: envoyRouteConfig(t, routes, extProcFilter, shipped.upstream)}
+	// Test additions (see envoyFront): the filters go right before the router, the last filter.
+	filters := hcm.GetHttpFilters()
+	router := len(filters) - 1
+	if !filters[router].GetTypedConfig().MessageIs(&routerv3.Router{}) {
+		t.Fatalf("%s: the last HTTP filter is %s, not the router", shippedBootstrap, filters[router].GetName())
+	}
+	hcm.HttpFilters = append(append(filters[:router:router], ownReplyFilters(t)...), filters[router])
+	b.StaticResources.Clusters = append(b.StaticResources.Clusters, &clusterv3.Cluster{
+		Name:                 noEndpointsCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(time.Second),
+		LoadAssignment:       &endpointv3.ClusterLoadAssignment{ClusterName: noEndpointsCluster},
+	})
 	hcmFilter.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: pack(t, hcm)}
 	public := proto.Clone(l).(*listenerv3.Listener)
 	public.Name = publicListener
@@ -143,16 +226,17 @@ func envoyBootstrap(t *testing.T, routes routeTable) (*bootstrapv3.Bootstrap, sh
 func envoyRouteConfig(t *testing.T, routes routeTable, extProcFilter, cluster string) *routev3.RouteConfiguration {
 	rc := &routev3.RouteConfiguration{Name: "e2e"}
 	for _, host := range slices.Sorted(maps.Keys(routes.routes)) {
-		rc.VirtualHosts = append(rc.VirtualHosts, virtualHost(t, host, routes.routes[host].envoy, extProcFilter, cluster))
+		rc.VirtualHosts = append(rc.VirtualHosts, virtualHost(t, host, routes.routes[host], extProcFilter, cluster))
 	}
-	rc.VirtualHosts = append(rc.VirtualHosts, virtualHost(t, "*", routes.site.envoy, extProcFilter, cluster))
+	rc.VirtualHosts = append(rc.VirtualHosts, virtualHost(t, "*", routes.site, extProcFilter, cluster))
 	return rc
 }
 
 // virtualHost is one route as Envoy configuration: its metadata on the route and the virtual
 // host, its gRPC metadata through the ext_proc filter's per-route override
-// (grpc_initial_metadata; contract section 3).
-func virtualHost(t *testing.T, domain string, r envoytest.Route, extProcFilter, cluster string) *routev3.VirtualHost {
+// (grpc_initial_metadata; contract section 3), and the reply Envoy makes itself, if any.
+func virtualHost(t *testing.T, domain string, er route, extProcFilter, cluster string) *routev3.VirtualHost {
+	r := er.envoy
 	rt := &routev3.Route{
 		Name:     r.Name,
 		Match:    &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
@@ -168,8 +252,17 @@ func virtualHost(t *testing.T, domain string, r envoytest.Route, extProcFilter, 
 			Override: &extprocfilterv3.ExtProcPerRoute_Overrides{Overrides: &extprocfilterv3.ExtProcOverrides{GrpcInitialMetadata: md}},
 		})}
 	}
+	if er.reply != "" {
+		if rt.TypedPerFilterConfig == nil {
+			rt.TypedPerFilterConfig = map[string]*anypb.Any{}
+		}
+		ownReplyRoute(t, rt, er.reply)
+	}
 	return &routev3.VirtualHost{Name: r.Name, Domains: []string{domain}, Metadata: r.VirtualHostMetadata, Routes: []*routev3.Route{rt}}
 }
+
+// ownReplies: a real Envoy makes its own replies.
+func (f *envoyFront) ownReplies() bool { return true }
 
 func pack(t *testing.T, m proto.Message) *anypb.Any {
 	t.Helper()
@@ -364,12 +457,16 @@ func (w *headerRecorder) Write(p []byte) (int, error) {
 
 // TestEnvoyBootstrapIsTheShippedChain: the real-Envoy front runs deploy/envoy.yaml's clusters,
 // connection manager and HTTP filters as shipped (but the ext_proc filter's message_timeout),
-// and carries each route's policy on the channel apiRoutes names. It needs no Envoy.
+// with the test additions for Envoy's own replies only where envoyFront says, and carries each
+// route's policy on the channel apiRoutes names. It needs no Envoy.
 func TestEnvoyBootstrapIsTheShippedChain(t *testing.T) {
 	shipped := realenvoy.LoadBootstrap(t, shippedBootstrap)
 	got, chain := envoyBootstrap(t, envoyRoutes())
 
-	if !slices.EqualFunc(got.GetStaticResources().GetClusters(), shipped.GetStaticResources().GetClusters(),
+	clusters := got.GetStaticResources().GetClusters()
+	if n := len(clusters); n == 0 || clusters[n-1].GetName() != noEndpointsCluster || len(clusters[n-1].GetLoadAssignment().GetEndpoints()) != 0 {
+		t.Errorf("want the test's cluster %s, without endpoints, after the shipped ones", noEndpointsCluster)
+	} else if !slices.EqualFunc(clusters[:n-1], shipped.GetStaticResources().GetClusters(),
 		func(a, b *clusterv3.Cluster) bool { return proto.Equal(a, b) }) {
 		t.Error("the clusters differ from the shipped ones")
 	}
@@ -392,11 +489,20 @@ func TestEnvoyBootstrapIsTheShippedChain(t *testing.T) {
 	}
 	routeConfig := hcm.GetRouteConfig()
 
-	// The filters as shipped, but the ext_proc filter's message_timeout.
+	// The filters as shipped, but the ext_proc filter's message_timeout, and the test's own
+	// right before the router.
 	filters, shippedFilters := hcm.GetHttpFilters(), shippedHCM.GetHttpFilters()
-	if len(filters) != len(shippedFilters) {
-		t.Fatalf("%d HTTP filters, want the %d shipped", len(filters), len(shippedFilters))
+	added := ownReplyFilters(t)
+	if len(filters) != len(shippedFilters)+len(added) {
+		t.Fatalf("%d HTTP filters, want the %d shipped and the test's %d", len(filters), len(shippedFilters), len(added))
 	}
+	router := len(shippedFilters) - 1
+	for i, f := range added {
+		if got := filters[router+i]; !proto.Equal(got, f) {
+			t.Errorf("HTTP filter %d is %s, want the test's %s right before the router", router+i, got.GetName(), f.GetName())
+		}
+	}
+	filters = append(filters[:router:router], filters[router+len(added):]...)
 	var extProcFilter string
 	for i, f := range filters {
 		ext := &extprocfilterv3.ExternalProcessor{}
@@ -436,8 +542,22 @@ func TestEnvoyBootstrapIsTheShippedChain(t *testing.T) {
 			continue
 		}
 		rt := vh.GetRoutes()[0]
-		if rt.GetName() != r.name || rt.GetRoute().GetCluster() != chain.upstream {
-			t.Errorf("%s: route %q to %q, want %q to %q", r.name, rt.GetName(), rt.GetRoute().GetCluster(), r.name, chain.upstream)
+		wantCluster := chain.upstream
+		switch r.reply {
+		case noHealthyUpstream:
+			wantCluster = noEndpointsCluster
+		case directResponse:
+			wantCluster = ""
+		}
+		if rt.GetName() != r.name || rt.GetRoute().GetCluster() != wantCluster {
+			t.Errorf("%s: route %q to %q, want %q to %q", r.name, rt.GetName(), rt.GetRoute().GetCluster(), r.name, wantCluster)
+		}
+		_, rbac := rt.GetTypedPerFilterConfig()[rbacFilter]
+		_, limit := rt.GetTypedPerFilterConfig()[rateLimitFilter]
+		if rbac != (r.reply == rbacDenied) || limit != (r.reply == rateLimited) ||
+			(rt.GetRoute().GetTimeout() != nil) != (r.reply == upstreamTimeout) || (rt.GetDirectResponse() != nil) != (r.reply == directResponse) {
+			t.Errorf("%s: Envoy's own reply configured on the wrong routes: RBAC %v, rate limit %v, timeout %v, direct_response %v (want %q)",
+				r.name, rbac, limit, rt.GetRoute().GetTimeout(), rt.GetDirectResponse(), r.reply)
 		}
 		routeMD, vhostMD := rt.GetMetadata().GetFilterMetadata()["cors"], vh.GetMetadata().GetFilterMetadata()["cors"]
 		var grpcMD string

@@ -23,6 +23,8 @@ type front interface {
 	served(prefix string) []served
 	// faults lists every failure of the exchange with the service over the whole run.
 	faults(t *testing.T) []string
+	// ownReplies says whether the front makes Envoy's own replies (ownReply).
+	ownReplies() bool
 }
 
 // served is one HTTP request as the front side saw it: never what the browser got, which
@@ -46,6 +48,8 @@ type served struct {
 type route struct {
 	envoy    envoytest.Route
 	upstream http.Handler
+	// reply: Envoy answers the route itself (real Envoy only).
+	reply ownReply
 }
 
 // routeTable picks a route by host name, as Envoy's virtual hosts do: each API host has its
@@ -156,6 +160,10 @@ func (f *envoytestFront) faults(*testing.T) []string {
 	}
 	return out
 }
+
+// ownReplies: envoytest plays the ext_proc filter alone, not the router, RBAC or rate limit
+// filters that make Envoy's own replies.
+func (f *envoytestFront) ownReplies() bool { return false }
 
 // preflightsPerRoute counts the preflights a front saw, per route.
 func preflightsPerRoute(f front) map[string]int {

@@ -42,7 +42,30 @@ type apiRoute struct {
 	channel  channel
 	policy   map[string]any
 	upstream api
+	// reply, when set, is the reply Envoy makes itself on this route after the request phase;
+	// only the real-Envoy front makes it (envoyfront_test.go).
+	reply ownReply
 }
+
+// ownReply is a reply Envoy makes itself after ext_proc's request phase, instead of passing the
+// upstream's (docs/envoy-extproc.md section 7). The real-Envoy front builds each from Envoy's
+// own parts (ownReplyRoute); envoytest does not make them, so their cases are real-Envoy only.
+type ownReply string
+
+const (
+	noHealthyUpstream ownReply = "router 503: a cluster without endpoints"
+	upstreamTimeout   ownReply = "router 504: the route's timeout passes before the upstream answers"
+	directResponse    ownReply = "direct_response"
+	rbacDenied        ownReply = "403 from the RBAC filter"
+	rateLimited       ownReply = "429 from the local_ratelimit filter (one token per hour)"
+)
+
+// ownReplyPolicy is the policy of the routes Envoy answers itself: two origins (so that a
+// rejected origin gets no Access-Control-Allow-Origin at all), credentials (the calls carry
+// cookies, as a login flow's do), and the rate limit header the local_ratelimit filter writes
+// exposed.
+var ownReplyPolicy = map[string]any{"origins": []string{appOrigin, adminOrigin}, "credentials": true,
+	"exposed_headers": []string{"x-ratelimit-limit"}}
 
 // namedPolicies is the file given to the binary with --policies; routes name its entries with
 // `ref`.
@@ -84,6 +107,12 @@ var apiRoutes = []apiRoute{
 		upstream: api{ownACAO: true}},
 	{name: "pna", channel: routeMetadata,
 		policy: map[string]any{"methods": []string{"PUT"}, "headers": []string{"x-request-id"}, "private_network": true}},
+
+	{name: "down", channel: routeMetadata, policy: ownReplyPolicy, reply: noHealthyUpstream},
+	{name: "slow", channel: routeMetadata, policy: ownReplyPolicy, reply: upstreamTimeout, upstream: api{slow: true}},
+	{name: "direct", channel: routeMetadata, policy: ownReplyPolicy, reply: directResponse},
+	{name: "denied", channel: routeMetadata, policy: ownReplyPolicy, reply: rbacDenied},
+	{name: "limited", channel: routeMetadata, policy: ownReplyPolicy, reply: rateLimited},
 }
 
 // envoyRoutes returns the route table both fronts serve: each API host with its route, as
@@ -101,7 +130,7 @@ func envoyRoutes() routeTable {
 		case grpcMetadata:
 			er.GRPCMetadata = map[string]string{"x-cors-policy": policyJSON(r.policy)}
 		}
-		routes[r.name+apiDomain] = route{envoy: er, upstream: r.upstream}
+		routes[r.name+apiDomain] = route{envoy: er, upstream: r.upstream, reply: r.reply}
 	}
 	return routeTable{routes: routes, site: siteRoute}
 }

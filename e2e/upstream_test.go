@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"time"
 )
 
 // api is the upstream service behind every route: a small JSON API that reports what reached it,
@@ -19,7 +20,13 @@ type api struct {
 	// ownACAO: the API adds Access-Control-Allow-Origin: * to every response, as a backend with
 	// CORS built in does; the service must not let it through on a route it does not grant.
 	ownACAO bool
+	// slow: the API answers only after Envoy gave up on the request (the route's timeout), or
+	// after slowAPIWait.
+	slow bool
 }
+
+// slowAPIWait bounds the slow API's wait, far past the route timeout Envoy gives up at.
+const slowAPIWait = 10 * time.Second
 
 // The API's own preflight answer on the preflight_continue route: PATCH with x-upstream-ok only.
 const (
@@ -40,6 +47,12 @@ func (a api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Set("Access-Control-Allow-Headers", upstreamAllowHeaders)
 		w.WriteHeader(http.StatusOK)
 		return
+	}
+	if a.slow {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(slowAPIWait):
+		}
 	}
 	if a.ownACAO {
 		h.Set("Access-Control-Allow-Origin", "*")
