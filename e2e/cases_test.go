@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,6 +49,9 @@ type browserCase struct {
 	Want  string
 	Calls []call
 	Check check
+	// RealEnvoyOnly: the case calls a route Envoy answers itself (ownReply), which only the
+	// real-Envoy front makes; the envoytest front lists it as not played.
+	RealEnvoyOnly bool
 }
 
 // caseRun is what happened in one case.
@@ -63,7 +69,9 @@ type caseRun struct {
 	Note string
 	// Observed: the case records what the browser does rather than judging it.
 	Observed bool
-	Err      error
+	// NotPlayed: the front cannot play the case (RealEnvoyOnly on the envoytest front).
+	NotPlayed bool
+	Err       error
 }
 
 // check judges a case; nil is a pass.
@@ -89,6 +97,43 @@ func readable(i int) check {
 			return fmt.Errorf("call %d: the page could not read the response: %s", i+1, o.Error)
 		case o.Status < 200 || o.Status > 299:
 			return fmt.Errorf("call %d: the page read status %d", i+1, o.Status)
+		}
+		return nil
+	}
+}
+
+// readStatus: fetch i resolved, and the page read one of the statuses.
+func readStatus(i int, statuses ...int) check {
+	return func(r *caseRun) error {
+		o := r.Out[i]
+		switch {
+		case !o.Resolved:
+			return fmt.Errorf("call %d: the page could not read the response: %s", i+1, o.Error)
+		case !slices.Contains(statuses, o.Status):
+			return fmt.Errorf("call %d: the page read status %d, want %v", i+1, o.Status, statuses)
+		}
+		return nil
+	}
+}
+
+// replied: the browser got exchange i of the case (in the order the front saw them) with status
+// and Access-Control-Allow-Origin acao ("" for none), after the service handled its request
+// phase without answering it.
+func replied(i, status int, acao string) check {
+	return func(r *caseRun) error {
+		if i >= len(r.Seen) {
+			return fmt.Errorf("%d request(s) of the case reached the front, want at least %d", len(r.Seen), i+1)
+		}
+		ex := r.Seen[i]
+		if ex.Answered || ex.Unserved {
+			return fmt.Errorf("%s %s: answered by the service (%v) or by Envoy without asking the service (%v), want the service asked, then Envoy's own reply",
+				ex.Method, ex.Path, ex.Answered, ex.Unserved)
+		}
+		if ex.Status != status {
+			return fmt.Errorf("%s %s: the browser got status %d, want %d", ex.Method, ex.Path, ex.Status, status)
+		}
+		if got := strings.Join(ex.Response.Values("access-control-allow-origin"), ", "); got != acao {
+			return fmt.Errorf("%s %s: the browser got access-control-allow-origin %q, want %q", ex.Method, ex.Path, got, acao)
 		}
 		return nil
 	}
@@ -290,11 +335,59 @@ var credentialed = map[string]any{"credentials": "include"}
 
 var loginCall = map[string]any{"method": "POST", "credentials": "include"}
 
+// ownReplyGroup is the group of the cases whose route Envoy answers itself.
+const ownReplyGroup = "Envoy's own replies after the request phase (real Envoy only)"
+
+// ownReplyCases: for each reply Envoy makes itself after ext_proc's request phase (ownReply),
+// a credentialed fetch from an origin the policy grants reads the status and Envoy's own body,
+// and from an origin it rejects fails with TypeError though the same reply reached the browser.
+// The header filters after ext_proc write the grant from the request phase's metadata
+// (docs/envoy-extproc.md section 7). The rate-limited route's bucket holds one token an hour:
+// each of its cases calls twice, the first call taking the token if one is left, so the second
+// is always the 429 whichever case runs first.
+func ownReplyCases() []browserCase {
+	type reply struct {
+		api, name, what string
+		status          int
+		body            string
+	}
+	var out []browserCase
+	for _, rp := range []reply{
+		{"down", "503", "no healthy upstream (router 503)", http.StatusServiceUnavailable, "no healthy upstream"},
+		{"slow", "504", "upstream timeout (router 504)", http.StatusGatewayTimeout, "upstream request timeout"},
+		{"direct", "direct", "direct_response " + strconv.Itoa(directStatus), directStatus, directBody},
+		{"denied", "403", "403 from RBAC after ext_proc", http.StatusForbidden, "RBAC: access denied"},
+		{"limited", "429", "429 from the local rate limit after ext_proc", http.StatusTooManyRequests, "local_rate_limited"},
+	} {
+		c := call{API: rp.api, Path: "data", Init: credentialed}
+		calls, last := []call{c}, 0
+		allowedChecks := []check{readStatus(0, rp.status), bodyHas(0, rp.body)}
+		if rp.api == "limited" {
+			// The filter's x-ratelimit-limit, which the policy exposes.
+			c.Read = []string{"x-ratelimit-limit"}
+			calls, last = []call{c, c}, 1
+			allowedChecks = []check{readStatus(0, http.StatusOK, rp.status), readStatus(1, rp.status), bodyHas(1, rp.body),
+				jsHeader(1, "x-ratelimit-limit", ptr("1"))}
+		}
+		out = append(out,
+			browserCase{Group: ownReplyGroup, Name: "own-" + rp.name + "-allowed", Page: appOrigin, RealEnvoyOnly: true,
+				Want:  rp.what + ": the granted origin's credentialed fetch reads the status and Envoy's body",
+				Calls: calls,
+				Check: checks(append(allowedChecks, replied(last, rp.status, appOrigin), sent("GET", "access-control-allow-credentials", "true"))...)},
+			browserCase{Group: ownReplyGroup, Name: "own-" + rp.name + "-rejected", Page: evilOrigin, RealEnvoyOnly: true,
+				Want:  rp.what + ": a rejected origin gets no Access-Control-Allow-Origin, so its fetch fails",
+				Calls: calls,
+				Check: checks(blocked(last), replied(last, rp.status, ""))},
+		)
+	}
+	return out
+}
+
 // browserCases are the cases, in the order they run; publicOrigin is the page origin on the
 // front's public port. Each blocked case also checks at the front that the request did reach it,
 // so that a refusal is the browser's CORS check, not a network failure.
 func browserCases(publicOrigin string) []browserCase {
-	return []browserCase{
+	return append([]browserCase{
 		{Group: "Simple GET", Name: "simple-allowed", Page: appOrigin,
 			Want:  "readable from an allowed origin; no preflight",
 			Calls: []call{{API: "simple", Path: "data"}},
@@ -430,5 +523,5 @@ func browserCases(publicOrigin string) []browserCase {
 			Want:  "the same, with the loopback-network permission granted: record what Chromium sends",
 			Calls: []call{{API: "pna", Path: "item", Init: putWithID}},
 			Check: privateNetwork},
-	}
+	}, ownReplyCases()...)
 }

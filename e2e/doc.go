@@ -17,7 +17,12 @@
 //     the service behind an internal/realenvoy Recorder and in the --mode that
 //     deploy/docker-compose.yaml gives it beside envoy.yaml (one-trip: the header filters write
 //     the CORS headers), where the envoytest front runs it in its default mode (two-phase). Both
-//     serve the in-process upstream API (upstream_test.go).
+//     serve the in-process upstream API (upstream_test.go). The real Envoy also makes its own
+//     replies after the request phase on five routes (ownReply in routes_test.go: a cluster
+//     without endpoints, a route timeout shorter than a slow upstream, direct_response, and an
+//     RBAC and a local_ratelimit filter the test places after the shipped filters); envoytest
+//     makes none, so those cases are real-Envoy only and its results page lists them as not
+//     played.
 //   - Chromium, driven over the DevTools protocol with chromedp (browser_test.go). Every *.test
 //     host name is mapped to the front with --host-resolver-rules, so origins carry no port and
 //     the browser reaches nothing else. What the browser sent and received is Chromium's own

@@ -58,6 +58,8 @@ func writeResults(b *browserSession, name string, rep report) (string, string, e
 // Verdict is the run's verdict as the page shows it.
 func (r *caseRun) Verdict() string {
 	switch {
+	case r.NotPlayed:
+		return "NOT PLAYED"
 	case r.Err != nil:
 		return "FAIL"
 	case r.Observed:
@@ -95,13 +97,19 @@ func (r *caseRun) Wire() []string {
 		if ex.Preflight {
 			s += " (preflight)"
 		}
+		reply := ownReplyOf(ex.Route)
 		switch {
 		case ex.Unserved:
 			s += fmt.Sprintf(" → %d, not seen by the service or the upstream", ex.Status)
 		case ex.Answered:
 			s += fmt.Sprintf(" → %d from cors-extproc", ex.Status)
+		case reply == upstreamTimeout:
+			// The upstream gets the request, but answers only after Envoy did.
+			s += fmt.Sprintf(" → %d from Envoy itself (%s)", ex.Status, reply)
 		case ex.UpstreamCalled:
 			s += fmt.Sprintf(" → %d from upstream", ex.Status)
+		case reply != "":
+			s += fmt.Sprintf(" → %d from Envoy itself (%s)", ex.Status, reply)
 		default:
 			s += fmt.Sprintf(" → %d", ex.Status)
 		}
@@ -123,6 +131,16 @@ func (r *caseRun) Wire() []string {
 	return out
 }
 
+// ownReplyOf is the reply Envoy makes itself on the API route named route, if any.
+func ownReplyOf(route string) ownReply {
+	for _, r := range apiRoutes {
+		if r.name == route {
+			return r.reply
+		}
+	}
+	return ""
+}
+
 // routeView is one row of the page's routes table.
 type routeView struct {
 	Host, Channel, Policy, Upstream string
@@ -139,6 +157,9 @@ func (rep report) Routes() []routeView {
 			v.Upstream = "answers preflights itself: " + upstreamAllowMethods + ", " + upstreamAllowHeaders
 		case r.upstream.ownACAO:
 			v.Upstream = "adds its own Access-Control-Allow-Origin: *"
+		}
+		if r.reply != "" {
+			v.Upstream = "real Envoy only: Envoy answers, " + string(r.reply)
 		}
 		out = append(out, v)
 	}
@@ -175,8 +196,9 @@ func (rep report) Counts() map[string]int {
 }
 
 var resultsPage = template.Must(template.New("results").Funcs(template.FuncMap{
-	"lower":  strings.ToLower,
-	"reason": corsReason,
+	"class":     func(v string) string { return strings.ReplaceAll(strings.ToLower(v), " ", "-") },
+	"reason":    corsReason,
+	"notPlayed": func() string { return notPlayed },
 }).Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>cors-extproc browser suite</title>
 <style>
@@ -188,6 +210,7 @@ th, td { border: 1px solid #bbb; padding: 4px 6px; vertical-align: top; text-ali
 th { background: #eee; }
 td.v { font-weight: bold; text-align: center; }
 tr.pass td.v { background: #c8f0c8; } tr.fail td.v { background: #f5b5b5; } tr.observed td.v { background: #f5e6a8; }
+tr.not-played td { color: #888; } tr.not-played td.v { background: #e4e4e4; }
 tr.fail { background: #fff0f0; }
 .mono { font-family: monospace; font-size: 12px; word-break: break-all; }
 .group { background: #f6f6f6; font-weight: bold; }
@@ -195,7 +218,8 @@ tr.fail { background: #fff0f0; }
 </style></head><body>
 <h1>cors-extproc browser suite · front: {{.Front}}</h1>
 <div><b>cors-extproc {{.Flags}}</b> · {{.Browser}} · {{.Started.Format "2006-01-02 15:04:05 MST"}} · {{.Duration}} ·
-{{with .Counts}}<b>{{index . "PASS"}} pass</b>, <b>{{index . "FAIL"}} fail</b>, {{index . "OBSERVED"}} observed{{end}}
+{{with .Counts}}<b>{{index . "PASS"}} pass</b>, <b>{{index . "FAIL"}} fail</b>, {{index . "OBSERVED"}} observed
+{{- with index . "NOT PLAYED"}}, {{.}} not played (real Envoy only){{end}}{{end}}
 · ext_proc contract: {{if .Contract}}<span class="err">{{len .Contract}} failed exchange(s)</span>{{else}}no exchange failed{{end}}</div>
 <div><b>Private Network Access:</b> {{.PrivateNetwork}}</div>
 <p>Each case loads a page from one origin in headless Chromium and calls an API through the front named above, which hands
@@ -209,7 +233,7 @@ reports it received.</p>
 {{- $group := ""}}
 {{- range .Runs}}
 {{- if ne .Case.Group $group}}{{$group = .Case.Group}}<tr><td colspan="6" class="group">{{$group}}</td></tr>{{end}}
-<tr class="{{lower .Verdict}}">
+<tr class="{{class .Verdict}}">
 <td class="mono">{{.Case.Name}}</td>
 <td class="mono">{{.Case.Page}}{{range .Calls}}<br>{{.}}{{end}}</td>
 <td>{{.Case.Want}}</td>
@@ -217,6 +241,7 @@ reports it received.</p>
 {{- range .Console}}{{with reason .}}<br><span class="console">Chromium: {{.}}</span>{{end}}{{end}}</td>
 <td class="mono">{{range .Wire}}{{.}}<br>{{end}}</td>
 <td class="v">{{.Verdict}}{{if .Err}}<div class="err" style="font-weight:normal;text-align:left">{{.Err}}</div>{{end}}
+{{- if .NotPlayed}}<div class="note" style="font-weight:normal;text-align:left">{{notPlayed}}</div>{{end}}
 {{- if .Note}}<div class="note" style="font-weight:normal;text-align:left">{{.Note}}</div>{{end}}</td>
 </tr>
 {{- end}}
