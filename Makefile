@@ -10,7 +10,7 @@ BIN         ?= bin/cors-extproc
 IMAGE       ?= ghcr.io/cors-extproc/cors-extproc
 DOCKER      ?= docker
 
-.PHONY: test vet fmt-check staticcheck race build image run bench e2e soak envoy eg-translate
+.PHONY: test vet fmt-check staticcheck race build image run bench bench-envoy e2e soak envoy eg-translate
 
 test: fmt-check vet staticcheck race
 
@@ -104,3 +104,11 @@ eg-translate: $(EGCTL)
 
 $(EGCTL):
 	GOBIN=$(abspath $(dir $(EGCTL))) $(GO) install github.com/envoyproxy/gateway/cmd/egctl@$(EG_VERSION)
+
+# HTTP load through a real Envoy (BENCHMARKS.md, "Through a real Envoy"): no CORS, Envoy's
+# CORS filter, a no-op ext_proc server and cors-extproc as deploy/envoy.yaml runs it, side by
+# side. Needs `make envoy`. About 8 minutes on 2 cores; BENCH_ENVOY_ARGS=-bench.short is a
+# one-minute check that it works. Not part of `test` or CI.
+BENCH_ENVOY_ARGS ?=
+bench-envoy:
+	$(GO) test -run '^$$' -bench '^BenchmarkEnvoy$$' -benchtime 1x -timeout 15m ./deploy/ -args $(BENCH_ENVOY_ARGS)

@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"log/slog"
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -14,6 +15,9 @@ import (
 // Helm's chart loader logs, at level INFO through the default logger, each symbolic link it
 // follows (the chart's policies file is one, by design); only warnings are shown.
 func TestMain(m *testing.M) {
+	if os.Getenv(noopServerEnv) != "" {
+		os.Exit(serveNoop())
+	}
 	slog.SetLogLoggerLevel(slog.LevelWarn)
 	goleak.VerifyTestMain(m)
 }
