@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -51,31 +52,48 @@ import (
 func BenchmarkEnvoy(b *testing.B) {
 	p := benchParams()
 	bin := realenvoy.Newest(b)
-	service := servicetest.Start(b, servicetest.Build(b), deploymentArgs...)
-	noop := startNoopServer(b)
+	build := servicetest.Build(b)
 	upstream := startBenchUpstream(b)
-
-	servers := map[string]benchServer{
-		"cors-extproc": {addr: service.GRPCAddr, pid: service.Cmd.Process.Pid},
-		"no-op":        noop,
+	servers := map[string]benchServer{"no-op": startNoopServer(b)}
+	for name, args := range map[string][]string{
+		"one-trip":  append(slices.Clone(deploymentArgs), "--mode", "one-trip"),
+		"two-phase": append(slices.Clone(deploymentArgs), "--mode", "two-phase"),
+	} {
+		s := servicetest.Start(b, build, args...)
+		servers[name] = benchServer{addr: s.GRPCAddr, pid: s.Cmd.Process.Pid}
 	}
-	var configs []*benchConfig
-	for _, c := range benchConfigs() {
-		bs := loadBenchBootstrap(b)
-		c.edit(b, bs)
-		endpoints := map[string]string{"demo-upstream": upstream}
-		if srv, ok := servers[c.server]; ok {
-			endpoints["cors-extproc"] = srv.addr
-			c.serverPID = srv.pid
-		} else {
-			endpoints["cors-extproc"] = service.GRPCAddr // present in the file, never used
+	configs := benchConfigs()
+	// Other builds of cors-extproc, each run as (d) is (issue 19: what a piece of low-level
+	// speed work is worth through Envoy).
+	for _, v := range strings.FieldsFunc(*benchVariants, func(r rune) bool { return r == ',' }) {
+		name, bin, ok := strings.Cut(v, "=")
+		if !ok {
+			b.Fatalf("-bench.variants: %q is not name=binary", v)
 		}
-		realenvoy.Loopback(b, bs, endpoints)
-		c.envoy = realenvoy.Start(b, bin, bs, realenvoy.Options{Concurrency: 1})
-		configs = append(configs, c)
+		s := servicetest.Start(b, bin, append(slices.Clone(deploymentArgs), "--mode", "one-trip")...)
+		servers[name] = benchServer{addr: s.GRPCAddr, pid: s.Cmd.Process.Pid}
+		configs = append(configs, &benchConfig{name: name, about: "(d) with the cors-extproc built as " + bin,
+			server: name, cors: true, edit: asDeployed})
 	}
 	for _, c := range configs {
-		for _, s := range benchShapes {
+		bs := loadBenchBootstrap(b)
+		c.edit(b, bs)
+		// A configuration without ext_proc still has the cluster; it is never used.
+		srv := servers[cmp.Or(c.server, "no-op")]
+		c.serverPID = srv.pid
+		if c.server == "" {
+			c.serverPID = 0
+		}
+		realenvoy.Loopback(b, bs, map[string]string{"demo-upstream": upstream, "cors-extproc": srv.addr})
+		c.envoy = realenvoy.Start(b, bin, bs, realenvoy.Options{Concurrency: 1})
+	}
+	shapes := benchShapes
+	if *benchShapesFlag != "" {
+		names := strings.Split(*benchShapesFlag, ",")
+		shapes = slices.DeleteFunc(slices.Clone(benchShapes), func(s benchShape) bool { return !slices.Contains(names, s.name) })
+	}
+	for _, c := range configs {
+		for _, s := range shapes {
 			checkBenchAnswer(b, c, s)
 		}
 	}
@@ -90,7 +108,7 @@ func BenchmarkEnvoy(b *testing.B) {
 		if round%2 == 1 {
 			slices.Reverse(order) // A B C D, then D C B A: drift over the round hits all alike
 		}
-		for _, s := range benchShapes {
+		for _, s := range shapes {
 			for _, c := range order {
 				r := runFixed(b, c, s, p)
 				r.closedRPS = runClosed(b, c, s, p)
@@ -98,7 +116,7 @@ func BenchmarkEnvoy(b *testing.B) {
 			}
 		}
 	}
-	limits := runLimits(b, bin, p, configs, servers["cors-extproc"], upstream)
+	limits := runLimits(b, bin, p, configs, servers["one-trip"], upstream)
 	b.StopTimer()
 	for _, c := range configs {
 		for _, stat := range benchFailureStats {
@@ -107,7 +125,7 @@ func BenchmarkEnvoy(b *testing.B) {
 			}
 		}
 	}
-	printBenchTables(os.Stdout, bin, p, configs, results)
+	printBenchTables(os.Stdout, bin, p, configs, shapes, results)
 	printLimits(os.Stdout, p, limits)
 }
 
@@ -131,7 +149,7 @@ func runLimits(t testing.TB, bin realenvoy.Binary, p benchParamSet, configs []*b
 	bs := loadBenchBootstrap(t)
 	benchCluster(t, bs, "cors-extproc").CircuitBreakers = nil
 	realenvoy.Loopback(t, bs, map[string]string{"demo-upstream": upstream, "cors-extproc": service.addr})
-	defaults := &benchConfig{name: "d with Envoy's default circuit breakers", server: "cors-extproc", cors: true,
+	defaults := &benchConfig{name: "d with Envoy's default circuit breakers", server: "one-trip", cors: true,
 		envoy: realenvoy.Start(t, bin, bs, realenvoy.Options{Concurrency: 1})}
 	// Allowed actual requests that the upstream answers after benchSlowUpstream, sent at a
 	// steady rate of p.limitWorkers / benchSlowUpstream: each holds its ext_proc stream open
@@ -209,11 +227,13 @@ var benchFailureStats = []string{
 
 var (
 	benchShort        = flag.Bool("bench.short", false, "BenchmarkEnvoy: one round of short runs, a quick check that it works")
-	benchRate         = flag.Int("bench.rate", 500, "BenchmarkEnvoy: the fixed request rate (req/s) of the latency and CPU runs")
+	benchRate         = flag.Int("bench.rate", 800, "BenchmarkEnvoy: the fixed request rate (req/s) of the latency and CPU runs")
 	benchWorkers      = flag.Int("bench.workers", 32, "BenchmarkEnvoy: HTTP requests in flight in the closed-loop runs")
 	benchRounds       = flag.Int("bench.rounds", 3, "BenchmarkEnvoy: rounds of the alternation")
-	benchLimitWorkers = flag.Int("bench.limit-workers", 1200, "BenchmarkEnvoy: HTTP requests in flight in the run past Envoy's default circuit breakers (sent at this many per 2 s)")
-	benchDuration     = flag.Duration("bench.duration", 3*time.Second, "BenchmarkEnvoy: length of each fixed-rate run")
+	benchLimitWorkers = flag.Int("bench.limit-workers", 1500, "BenchmarkEnvoy: HTTP requests in flight in the run past Envoy's default circuit breakers (sent at this many per 2 s)")
+	benchShapesFlag   = flag.String("bench.shapes", "", "BenchmarkEnvoy: the shapes to run, comma-separated (default all: preflight,actual,no-origin,mix)")
+	benchVariants     = flag.String("bench.variants", "", "BenchmarkEnvoy: name=binary,... other builds of cors-extproc to run as (d) is, beside it")
+	benchDuration     = flag.Duration("bench.duration", 4*time.Second, "BenchmarkEnvoy: length of each fixed-rate run")
 )
 
 type benchParamSet struct {
@@ -227,7 +247,7 @@ type benchParamSet struct {
 
 func benchParams() benchParamSet {
 	p := benchParamSet{rounds: *benchRounds, rate: *benchRate, workers: *benchWorkers, limitWorkers: *benchLimitWorkers,
-		fixed: *benchDuration, closed: *benchDuration * 2 / 3, limitDuration: 3 * benchSlowUpstream}
+		fixed: *benchDuration, closed: 2 * time.Second, limitDuration: 3 * benchSlowUpstream}
 	if *benchShort {
 		p.rounds, p.fixed, p.closed, p.limitDuration = 1, time.Second, time.Second, 2*benchSlowUpstream
 	}
@@ -255,7 +275,7 @@ var (
 	benchShapes = []benchShape{
 		{"preflight", []vegeta.Target{benchPreflight}},
 		{"actual", []vegeta.Target{benchActual}},
-		{"no Origin", []vegeta.Target{benchNoOrigin}},
+		{"no-origin", []vegeta.Target{benchNoOrigin}},
 		// 70 % actual, 20 % without Origin, 10 % preflights, interleaved.
 		{"mix", []vegeta.Target{benchActual, benchNoOrigin, benchActual, benchActual, benchPreflight,
 			benchActual, benchNoOrigin, benchActual, benchActual, benchActual}},
@@ -276,7 +296,8 @@ func benchKind(tg vegeta.Target) string {
 // benchConfig is one Envoy configuration under load.
 type benchConfig struct {
 	name, about string
-	// server names the ext_proc server ("" for none): "cors-extproc" or "no-op".
+	// server names the ext_proc server ("" for none): "no-op", cors-extproc in "one-trip" or
+	// "two-phase" mode, or a variant build.
 	server string
 	// cors says whether the configuration answers CORS (the checks expect ACAO).
 	cors bool
@@ -287,13 +308,15 @@ type benchConfig struct {
 }
 
 // benchConfigs are the configurations of issue 14. Each starts from deploy/envoy.yaml less its
-// stdout access log (the harness would keep every line in memory, and it costs all alike).
+// stdout access log (the harness would keep every line in memory, and it costs all alike);
+// the servers run with the Deployment's arguments (deploymentArgs) and a --mode.
 func benchConfigs() []*benchConfig {
 	return []*benchConfig{
 		{name: "a", about: "no CORS (envoy.yaml without ext_proc)", edit: withoutExtProc},
 		{name: "b", about: "Envoy's CORS filter, the spa-api policy", cors: true, edit: withNativeCORS},
 		{name: "c", about: "ext_proc to a no-op server (CONTINUE to both phases)", server: "no-op", edit: asDeployed},
-		{name: "d", about: "cors-extproc as deploy/envoy.yaml runs it", server: "cors-extproc", cors: true, edit: asDeployed},
+		{name: "d", about: "cors-extproc as deploy/envoy.yaml and docker-compose.yaml run it (--mode one-trip)", server: "one-trip", cors: true, edit: asDeployed},
+		{name: "e", about: "cors-extproc --mode two-phase, envoy.yaml unchanged", server: "two-phase", cors: true, edit: asDeployed},
 	}
 }
 
@@ -306,13 +329,16 @@ func loadBenchBootstrap(t testing.TB) *bootstrapv3.Bootstrap {
 
 func asDeployed(testing.TB, *bootstrapv3.Bootstrap) {}
 
+// withoutExtProc removes ext_proc and the header filters that write its metadata.
 func withoutExtProc(t testing.TB, bs *bootstrapv3.Bootstrap) {
 	editHCM(t, bs, func(hcm *hcmv3.HttpConnectionManager) {
-		hcm.HttpFilters = slices.DeleteFunc(hcm.HttpFilters, func(f *hcmv3.HttpFilter) bool { return f.GetName() == extProcFilter })
+		hcm.HttpFilters = slices.DeleteFunc(hcm.HttpFilters, func(f *hcmv3.HttpFilter) bool {
+			return f.GetName() == extProcFilter || strings.HasPrefix(f.GetName(), "cors-extproc.")
+		})
 	})
 }
 
-// withNativeCORS puts envoy.filters.http.cors where ext_proc was, with spa-api's policy as
+// withNativeCORS puts envoy.filters.http.cors where ext_proc and its header filters were, with spa-api's policy as
 // close as Envoy's filter can say it: two exact origins, the same methods, request and exposed
 // headers, credentials and max-age.
 func withNativeCORS(t testing.TB, bs *bootstrapv3.Bootstrap) {
@@ -334,13 +360,10 @@ func withNativeCORS(t testing.TB, bs *bootstrapv3.Bootstrap) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	withoutExtProc(t, bs)
 	editHCM(t, bs, func(hcm *hcmv3.HttpConnectionManager) {
-		for i, f := range hcm.HttpFilters {
-			if f.GetName() == extProcFilter {
-				hcm.HttpFilters[i] = &hcmv3.HttpFilter{Name: "envoy.filters.http.cors",
-					ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: filterCfg}}
-			}
-		}
+		hcm.HttpFilters = slices.Insert(hcm.HttpFilters, 0, &hcmv3.HttpFilter{Name: "envoy.filters.http.cors",
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: filterCfg}})
 		for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
 			for _, r := range vh.GetRoutes() {
 				if r.GetName() == "spa-api" {
@@ -613,14 +636,14 @@ func startBenchUpstream(t testing.TB) string {
 
 // printBenchTables writes the Markdown tables of BENCHMARKS.md: figures are medians over the
 // rounds; ratios and differences are taken within each round, then their median.
-func printBenchTables(w io.Writer, bin realenvoy.Binary, p benchParamSet, configs []*benchConfig, results map[string]map[string][]benchRun) {
+func printBenchTables(w io.Writer, bin realenvoy.Binary, p benchParamSet, configs []*benchConfig, shapes []benchShape, results map[string]map[string][]benchRun) {
 	fmt.Fprintf(w, "\nEnvoy %s --concurrency 1; nproc %d; %d round(s); fixed rate %d req/s for %v; closed loop %d in flight for %v\n\n",
 		bin.Version, runtime.NumCPU(), p.rounds, p.rate, p.fixed, p.workers, p.closed)
 	for _, c := range configs {
 		fmt.Fprintf(w, "- (%s) %s\n", c.name, c.about)
 	}
 	us := func(d float64) string { return fmt.Sprintf("%.0f", d/float64(time.Microsecond)) }
-	for _, s := range benchShapes {
+	for _, s := range shapes {
 		fmt.Fprintf(w, "\n#### %s\n\n", s.name)
 		fmt.Fprintln(w, "| config | p50 µs | p99 µs | max µs | p50 over (a) µs | Envoy CPU µs/req | server CPU µs/req | closed-loop req/s |")
 		fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -641,27 +664,29 @@ func printBenchTables(w io.Writer, bin realenvoy.Binary, p benchParamSet, config
 	// The ratios of the issue's goals: each configuration against the no-op hop (c) and against
 	// Envoy's own filter (b).
 	fmt.Fprintln(w, "\n#### Ratios (median of the per-round ratios)")
-	fmt.Fprintln(w, "\n| config | shape | CPU/req vs (c) | server CPU/req vs (c) | added p50 vs (c) | p50 gap to (b) µs | CPU/req gap to (b) µs | CPU/req vs (b) | closed-loop req/s vs (b) |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintln(w, "\n| config | shape | CPU/req vs (c) | server CPU/req vs (c) | added p50 vs (c) | p50 gap to (b) µs | CPU/req gap to (b) µs | CPU/req vs (b) | closed-loop req/s vs (b) | CPU/req vs (d) | server CPU/req vs (d) |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	total := func(r benchRun) float64 { return float64(r.envoyCPU + r.serverCPU) }
 	for _, c := range configs {
 		if c.server == "" || c.name == "c" {
 			continue
 		}
-		for _, s := range benchShapes {
-			runs, hop, native, floor := results[c.name][s.name], results["c"][s.name], results["b"][s.name], results["a"][s.name]
+		for _, s := range shapes {
+			runs, hop, native, floor, ours := results[c.name][s.name], results["c"][s.name], results["b"][s.name], results["a"][s.name], results["d"][s.name]
 			addedVsHop := make([]float64, len(runs))
 			for i := range runs {
 				addedVsHop[i] = float64(runs[i].p50-floor[i].p50) / float64(hop[i].p50-floor[i].p50)
 			}
-			fmt.Fprintf(w, "| (%s) | %s | %.2f | %.2f | %.2f | %+.0f | %+.0f | %.2f | %.2f |\n", c.name, s.name,
+			fmt.Fprintf(w, "| (%s) | %s | %.2f | %.2f | %.2f | %+.0f | %+.0f | %.2f | %.2f | %.3f | %.3f |\n", c.name, s.name,
 				perRound(runs, hop, func(r, o benchRun) float64 { return total(r) / total(o) }),
 				perRound(runs, hop, func(r, o benchRun) float64 { return float64(r.serverCPU) / float64(o.serverCPU) }),
 				median(addedVsHop),
 				perRound(runs, native, func(r, o benchRun) float64 { return float64(r.p50-o.p50) / float64(time.Microsecond) }),
 				perRound(runs, native, func(r, o benchRun) float64 { return (total(r) - total(o)) / float64(time.Microsecond) }),
 				perRound(runs, native, func(r, o benchRun) float64 { return total(r) / total(o) }),
-				perRound(runs, native, func(r, o benchRun) float64 { return r.closedRPS / o.closedRPS }))
+				perRound(runs, native, func(r, o benchRun) float64 { return r.closedRPS / o.closedRPS }),
+				perRound(runs, ours, func(r, o benchRun) float64 { return total(r) / total(o) }),
+				perRound(runs, ours, func(r, o benchRun) float64 { return float64(r.serverCPU) / float64(o.serverCPU) }))
 		}
 	}
 }
