@@ -88,9 +88,14 @@ type envoyExtensionPolicy struct {
 				Response          *processingModeOptions `json:"response,omitempty"`
 				AllowModeOverride bool                   `json:"allowModeOverride,omitempty"`
 			} `json:"processingMode,omitempty"`
-			MessageTimeout *gwapiv1.Duration `json:"messageTimeout,omitempty"`
-			FailOpen       *bool             `json:"failOpen,omitempty"`
-			Metadata       *struct {
+			MessageTimeout  *gwapiv1.Duration `json:"messageTimeout,omitempty"`
+			FailOpen        *bool             `json:"failOpen,omitempty"`
+			BackendSettings *struct {
+				CircuitBreaker *struct {
+					MaxParallelRequests *int64 `json:"maxParallelRequests,omitempty"`
+				} `json:"circuitBreaker,omitempty"`
+			} `json:"backendSettings,omitempty"`
+			Metadata *struct {
 				WritableNamespaces []string `json:"writableNamespaces,omitempty"`
 			} `json:"metadata,omitempty"`
 		} `json:"extProc"`
