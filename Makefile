@@ -107,7 +107,7 @@ $(EGCTL):
 
 # HTTP load through a real Envoy (BENCHMARKS.md, "Through a real Envoy"): no CORS, Envoy's
 # CORS filter, a no-op ext_proc server and cors-extproc as deploy/envoy.yaml runs it, side by
-# side. Needs `make envoy`. About 8 minutes on 2 cores; BENCH_ENVOY_ARGS=-bench.short is a
+# side. Needs `make envoy`. About 7 minutes on 2 cores; BENCH_ENVOY_ARGS=-bench.short is a
 # one-minute check that it works. Not part of `test` or CI.
 BENCH_ENVOY_ARGS ?=
 bench-envoy:

@@ -67,23 +67,23 @@ func BenchmarkEnvoy(b *testing.B) {
 	// Other builds of cors-extproc, each run as (d) is (issue 19: what a piece of low-level
 	// speed work is worth through Envoy).
 	for _, v := range strings.FieldsFunc(*benchVariants, func(r rune) bool { return r == ',' }) {
-		name, bin, ok := strings.Cut(v, "=")
+		name, path, ok := strings.Cut(v, "=")
 		if !ok {
 			b.Fatalf("-bench.variants: %q is not name=binary", v)
 		}
-		s := servicetest.Start(b, bin, append(slices.Clone(deploymentArgs), "--mode", "one-trip")...)
+		s := servicetest.Start(b, path, append(slices.Clone(deploymentArgs), "--mode", "one-trip")...)
 		servers[name] = benchServer{addr: s.GRPCAddr, pid: s.Cmd.Process.Pid}
-		configs = append(configs, &benchConfig{name: name, about: "(d) with the cors-extproc built as " + bin,
+		configs = append(configs, &benchConfig{name: name, about: "(d) with the cors-extproc built as " + path,
 			server: name, cors: true, edit: asDeployed})
 	}
 	for _, c := range configs {
 		bs := loadBenchBootstrap(b)
 		c.edit(b, bs)
-		// A configuration without ext_proc still has the cluster; it is never used.
+		// A configuration without ext_proc still has the cluster, pointed at the no-op server
+		// and never used; it has no server CPU to read.
 		srv := servers[cmp.Or(c.server, "no-op")]
-		c.serverPID = srv.pid
-		if c.server == "" {
-			c.serverPID = 0
+		if c.server != "" {
+			c.serverPID = srv.pid
 		}
 		realenvoy.Loopback(b, bs, map[string]string{"demo-upstream": upstream, "cors-extproc": srv.addr})
 		c.envoy = realenvoy.Start(b, bin, bs, realenvoy.Options{Concurrency: 1})
@@ -149,7 +149,7 @@ func procStatus(t testing.TB, pid int, field string) string {
 	return "?"
 }
 
-// limitRun is what a closed loop past the ext_proc cluster's default limits did.
+// limitRun is what the run past the ext_proc cluster's default limits did.
 type limitRun struct {
 	config                string
 	requests, failed      uint64

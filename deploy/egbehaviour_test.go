@@ -264,7 +264,7 @@ func TestEnvoyGatewayTranslatedExtProc(t *testing.T) {
 	want := &extprocv3.ExternalProcessor{
 		FailureModeAllow:  true,
 		AllowModeOverride: true,
-		MessageTimeout:    durationpb.New(200 * time.Millisecond),
+		MessageTimeout:    durationpb.New(500 * time.Millisecond),
 		ProcessingMode: &extprocv3.ProcessingMode{
 			RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
 			ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
