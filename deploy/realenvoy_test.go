@@ -12,6 +12,10 @@ import (
 	"testing"
 	"time"
 
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/cors-extproc/cors-extproc/internal/processor"
 	"github.com/cors-extproc/cors-extproc/internal/realenvoy"
 	"github.com/cors-extproc/cors-extproc/internal/servicetest"
@@ -62,6 +66,7 @@ func startDeployStack(t *testing.T, bin realenvoy.Binary, service *servicetest.S
 func startStack(t *testing.T, bin realenvoy.Binary, service *servicetest.Service, cfg envoyConfig, extProcAddr string) *deployStack {
 	t.Helper()
 	s := &deployStack{service: service, cfg: cfg}
+	withTestMessageTimeout(t, s.cfg)
 	withCheckRoutes(t, s.cfg)
 	s.upstream = newCaseUpstream(t)
 	realenvoy.Loopback(t, s.cfg.bootstrap, map[string]string{
@@ -70,6 +75,28 @@ func startStack(t *testing.T, bin realenvoy.Binary, service *servicetest.Service
 	})
 	s.envoy = realenvoy.Start(t, bin, s.cfg.bootstrap, realenvoy.Options{})
 	return s
+}
+
+// withTestMessageTimeout sets the ext_proc filter's message_timeout to testMessageTimeout
+// (withCheckRoutes encodes c.hcm into the bootstrap). The shipped value (TestEnvoyBootstrap
+// checks it) is for production, where the service answers in microseconds; here the stream
+// may pass through a Recorder in the race-instrumented test process, beside other packages'
+// tests on 2 cores, and a timeout would let the request through unprocessed
+// (failure_mode_allow) and fail a case for a reason that says nothing about its behaviour. A
+// server that does not answer still fails the case: after the longer wait, the same way.
+func withTestMessageTimeout(t *testing.T, c envoyConfig) {
+	t.Helper()
+	c.extProc.MessageTimeout = durationpb.New(testMessageTimeout)
+	for _, f := range c.hcm.GetHttpFilters() {
+		if f.GetName() != extProcFilter {
+			continue
+		}
+		a, err := anypb.New(c.extProc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}
+	}
 }
 
 // newCaseUpstream is the recording upstream of the behaviour tables: it answers each request
