@@ -24,15 +24,10 @@ vet:
 staticcheck:
 	$(STATICCHECK) ./...
 
-# The processor's codec has two builds: plain, and with go-control-plane's generated marshal
-# code (-tags vtprotobuf, what `build` and the Dockerfile ship); both are tested, and
-# TestCodecMatchesProto (the generated code's bytes against proto.Marshal's) exists only in the
-# second.
 # The allocation tests run again without -race: the race detector perturbs allocation counts,
 # so under it they skip themselves.
 race:
 	$(GO) test -race -count=1 ./...
-	$(GO) test -race -count=1 -tags vtprotobuf ./internal/processor/
 	$(GO) test -count=1 -run 'Alloc' ./internal/policy/ ./internal/processor/
 
 # The browser suite (e2e/): headless Chromium judges the real binary behind two fronts, side by
@@ -42,10 +37,8 @@ race:
 e2e:
 	CORS_E2E=1 $(GO) test -race -count=1 -v -timeout 3m ./e2e/...
 
-# -tags vtprotobuf compiles go-control-plane's generated marshal code, which the server's codec
-# uses to encode replies (BENCHMARKS.md); the bytes on the wire are the same.
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -tags vtprotobuf -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/cors-extproc
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/cors-extproc
 
 # The image of the Dockerfile, tagged $(IMAGE):$(VERSION), where a Docker engine answers.
 image:
@@ -59,13 +52,12 @@ run:
 	$(GO) run ./cmd/cors-extproc
 
 # The benchmark suite of BENCHMARKS.md: candidate and no-op baseline side by side in each run.
-# Not part of `test` or CI; about 3 minutes on 2 cores. -tags vtprotobuf compiles
-# go-control-plane's generated marshal code, which processor.Codec uses.
+# Not part of `test` or CI; about 3 minutes on 2 cores.
 BENCH_EXCHANGES ?= 20000x
 bench:
-	$(GO) test -tags vtprotobuf -run '^$$' -bench 'BenchmarkExchange' -benchtime $(BENCH_EXCHANGES) -count 3 ./internal/processor/
-	$(GO) test -tags vtprotobuf -run '^$$' -bench 'BenchmarkPolicyCache|BenchmarkReply|BenchmarkCodec' -benchtime 1s ./internal/processor/
-	$(GO) test -tags vtprotobuf -run '^$$' -bench 'BenchmarkMemory' -benchtime 1x ./internal/processor/
+	$(GO) test -run '^$$' -bench 'BenchmarkExchange' -benchtime $(BENCH_EXCHANGES) -count 3 ./internal/processor/
+	$(GO) test -run '^$$' -bench 'BenchmarkPolicyCache|BenchmarkReply' -benchtime 1s ./internal/processor/
+	$(GO) test -run '^$$' -bench 'BenchmarkMemory' -benchtime 1x ./internal/processor/
 	$(GO) test -run '^$$' -bench 'BenchmarkVsRsCors' ./internal/policy/
 
 # The load, soak and drain-under-load suite (soak/): the real binary on loopback under a steady

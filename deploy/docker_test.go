@@ -64,7 +64,7 @@ func TestDockerfile(t *testing.T) {
 		t.Fatalf("want one go build, got %v", builds)
 	}
 	b := builds[0]
-	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "-tags vtprotobuf", `-ldflags "-s -w -X main.version=${VERSION}"`, "./cmd/cors-extproc"} {
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", `-ldflags "-s -w -X main.version=${VERSION}"`, "./cmd/cors-extproc"} {
 		if !strings.Contains(b, want) {
 			t.Errorf("go build %q lacks %s", b, want)
 		}

@@ -1,5 +1,5 @@
 // Package soak is the load, soak and drain-under-load suite of cors-extproc (issue #8): the real
-// binary, built as it ships (-tags vtprotobuf), started on loopback with a named-policy file,
+// binary, built as it ships, started on loopback with a named-policy file,
 // and driven by internal/envoytest, which plays Envoy's ext_proc filter over real TCP gRPC
 // connections.
 //

@@ -179,9 +179,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	srv := grpc.NewServer(append(serverOpts,
-		// Replies are encoded with go-control-plane's generated marshal code when the binary is
-		// built with -tags vtprotobuf; the bytes on the wire are the same (BENCHMARKS.md).
-		grpc.ForceServerCodecV2(processor.Codec{}),
 		grpc.MaxConcurrentStreams(uint32(min(cfg.maxConcurrentStreams, 1<<32-1))),
 		grpc.MaxRecvMsgSize(cfg.maxRecvMsgSize),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.keepaliveTime, Timeout: cfg.keepaliveTimeout}),

@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -42,19 +41,13 @@ import (
 	"github.com/cors-extproc/cors-extproc/internal/policy"
 )
 
-// Server-side levers, the same for both servers of BenchmarkExchange, so that a lever is
-// measured by running the suite with and without it: go test -bench Exchange -args -bench.codec=std
-var (
-	benchCodec   = flag.String("bench.codec", "ours", "codec of the servers in BenchmarkExchange: ours (processor.Codec) or std (grpc-go's proto codec)")
-	benchWorkers = flag.Uint("bench.workers", 0, "grpc.NumStreamWorkers of the servers in BenchmarkExchange; 0 for a goroutine per stream")
-)
+// A server-side lever, the same for both servers of BenchmarkExchange, so that it is measured
+// by running the suite with and without it: go test -bench Exchange -args -bench.workers=4
+var benchWorkers = flag.Uint("bench.workers", 0, "grpc.NumStreamWorkers of the servers in BenchmarkExchange; 0 for a goroutine per stream")
 
 // benchServerOptions are cmd/cors-extproc's gRPC options (default flags) plus the levers.
 func benchServerOptions() []grpc.ServerOption {
 	opts := []grpc.ServerOption{grpc.MaxConcurrentStreams(1000)}
-	if *benchCodec != "std" {
-		opts = append(opts, grpc.ForceServerCodecV2(Codec{}))
-	}
 	if *benchWorkers > 0 {
 		opts = append(opts, grpc.NumStreamWorkers(uint32(*benchWorkers)))
 	}
@@ -752,33 +745,11 @@ func BenchmarkMemory(b *testing.B) {
 	})
 }
 
-// BenchmarkCodec encodes the processor's replies with Codec and with grpc-go's proto codec.
-// Codec uses vtprotobuf only in a build with -tags vtprotobuf.
-func BenchmarkCodec(b *testing.B) {
-	replies := codecReplies(b)
-	names := slices.Sorted(maps.Keys(replies))
-	for _, codec := range []struct {
-		name  string
-		codec encoding.CodecV2
-	}{{"ours", Codec{}}, {"std", encoding.GetCodecV2("proto")}} {
-		for _, name := range names {
-			b.Run(strings.ReplaceAll(name, " ", "-")+"/"+codec.name, func(b *testing.B) {
-				b.ReportAllocs()
-				for b.Loop() {
-					out, err := codec.codec.Marshal(replies[name])
-					if err != nil {
-						b.Fatal(err)
-					}
-					out.Free()
-				}
-			})
-		}
-	}
-}
-
-// BenchmarkReply builds and encodes the replies that depend on the request: the answer to a
-// preflight and the decoration of an actual response.
+// BenchmarkReply builds and encodes, with gRPC's proto codec as the server does, the replies
+// that depend on the request: the answer to a preflight and the decoration of an actual
+// response.
 func BenchmarkReply(b *testing.B) {
+	codec := encoding.GetCodecV2("proto")
 	p, _, err := policy.Compile(benchPolicyFields)
 	if err != nil {
 		b.Fatal(err)
@@ -789,7 +760,7 @@ func BenchmarkReply(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			d := p.Decide(&preflight)
-			out, err := Codec{}.Marshal(immediateResponse(&d))
+			out, err := codec.Marshal(immediateResponse(&d))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -801,7 +772,7 @@ func BenchmarkReply(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			d := p.Decorate(&actual, false)
-			out, err := Codec{}.Marshal(continueResponse(&d))
+			out, err := codec.Marshal(continueResponse(&d))
 			if err != nil {
 				b.Fatal(err)
 			}

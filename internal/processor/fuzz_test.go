@@ -25,7 +25,7 @@ import (
 	"github.com/cors-extproc/cors-extproc/internal/policy"
 )
 
-// FuzzProcess drives the real Server, behind a real gRPC server with the production codec, with
+// FuzzProcess drives the real Server, behind a real gRPC server configured as the binary configures it, with
 // arbitrary sequences of ProcessingRequests on one stream: any event order, missing or
 // duplicated phases, garbage attributes and metadata text, enormous and non-UTF-8 header values,
 // observability mode toggled mid-stream, no event set, pipelined messages, early half-close and
@@ -321,11 +321,11 @@ func newFuzzHarness(f *testing.F) *fuzzHarness {
 	return h
 }
 
-// serve runs srv as the binary does (the production codec) on an in-memory listener, with an
+// serve runs srv as the binary does (gRPC's default codec) on an in-memory listener, with an
 // interceptor that hands the handler's result to the program that opened the stream.
 func (h *fuzzHarness) serve(f *testing.F, srv *Server) *grpc.ClientConn {
 	lis := bufconn.Listen(1 << 20)
-	s := grpc.NewServer(grpc.ForceServerCodecV2(Codec{}), grpc.StreamInterceptor(h.intercept))
+	s := grpc.NewServer(grpc.StreamInterceptor(h.intercept))
 	extprocv3.RegisterExternalProcessorServer(s, srv)
 	served := make(chan struct{})
 	go func() {

@@ -171,9 +171,8 @@ func continueRequest(skip bool, md *structpb.Struct) *extprocv3.ProcessingRespon
 }
 
 // The replies that carry nothing of the request are built once and shared by every stream:
-// neither the processor nor gRPC writes to a message it sends (Codec and the standard codec only
-// read it; the size the standard codec caches is stored atomically), and Codec sends them as
-// bytes encoded once (staticReplies).
+// neither the processor nor gRPC writes to a message it sends (gRPC's proto codec only reads it;
+// the size it caches is stored atomically).
 var (
 	// replyContinueRequest lets the request go upstream and keeps the response phase, which
 	// has work to do.

@@ -31,12 +31,12 @@ type Service struct {
 	logs []string // stderr, one JSON log line each
 }
 
-// Build builds ./cmd/cors-extproc into the test's temporary folder as `make build` does (with
-// -tags vtprotobuf, the codec as shipped) and returns the binary's path.
+// Build builds ./cmd/cors-extproc into the test's temporary folder as `make build` does and
+// returns the binary's path.
 func Build(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "cors-extproc")
-	out, err := exec.Command("go", "build", "-tags", "vtprotobuf", "-o", bin,
+	out, err := exec.Command("go", "build", "-o", bin,
 		"github.com/cors-extproc/cors-extproc/cmd/cors-extproc").CombinedOutput()
 	if err != nil {
 		t.Fatalf("building cors-extproc: %v\n%s", err, out)
