@@ -1,7 +1,5 @@
 package policy
 
-import "math/bits"
-
 // Header names this package produces, lower-case because Envoy carries header keys lower-cased
 // (HTTP/2 and ext_proc alike) and the processor sends them as they are.
 const (
@@ -54,40 +52,42 @@ const (
 	numSlots
 )
 
-// slotFields gives each slot its name and either its fixed value or the index of its value in
-// Headers.values.
-var slotFields = [numSlots]struct {
-	name  string
-	fixed string
-	value int
-}{
-	slotAllowOrigin:         {name: HeaderAllowOrigin, value: 0},
-	slotVary:                {name: HeaderVary, fixed: VaryOrigin, value: -1},
-	slotAllowCredentials:    {name: HeaderAllowCredentials, fixed: "true", value: -1},
-	slotAllowHeaders:        {name: HeaderAllowHeaders, value: 1},
-	slotAllowMethods:        {name: HeaderAllowMethods, value: 2},
-	slotMaxAge:              {name: HeaderMaxAge, value: 3},
-	slotAllowPrivateNetwork: {name: HeaderAllowPrivateNetwork, fixed: "true", value: -1},
-	slotExposeHeaders:       {name: HeaderExposeHeaders, value: 4},
+// slotNames gives each slot its header name.
+var slotNames = [numSlots]string{
+	slotAllowOrigin:         HeaderAllowOrigin,
+	slotVary:                HeaderVary,
+	slotAllowCredentials:    HeaderAllowCredentials,
+	slotAllowHeaders:        HeaderAllowHeaders,
+	slotAllowMethods:        HeaderAllowMethods,
+	slotMaxAge:              HeaderMaxAge,
+	slotAllowPrivateNetwork: HeaderAllowPrivateNetwork,
+	slotExposeHeaders:       HeaderExposeHeaders,
 }
 
 // Headers is an ordered list of header fields. It is a small value, not a slice, so that a
-// decision is returned without allocating and copied cheaply: a field is one bit, plus its
-// value unless that value is fixed.
+// decision is returned without allocating: one slot per field a decision can carry.
 type Headers struct {
-	set    uint8     // bit i: slot i is present
-	values [5]string // the values of the slots that have no fixed one
+	present [numSlots]bool
+	values  [numSlots]string
 }
 
 // Len returns the number of header fields.
-func (h *Headers) Len() int { return bits.OnesCount8(h.set) }
+func (h *Headers) Len() int {
+	n := 0
+	for _, present := range h.present {
+		if present {
+			n++
+		}
+	}
+	return n
+}
 
 // At returns the i-th header field; it panics unless 0 <= i < Len().
 func (h *Headers) At(i int) Header {
-	for s := range numSlots {
-		if h.set&(1<<s) != 0 {
+	for s, present := range h.present {
+		if present {
 			if i == 0 {
-				return h.field(s)
+				return Header{Name: slotNames[s], Value: h.values[s]}
 			}
 			i--
 		}
@@ -97,28 +97,17 @@ func (h *Headers) At(i int) Header {
 
 // Get returns the value of the field named name, and whether there is one.
 func (h *Headers) Get(name string) (string, bool) {
-	for s := range numSlots {
-		if h.set&(1<<s) != 0 && slotFields[s].name == name {
-			return h.field(s).Value, true
+	for s, present := range h.present {
+		if present && slotNames[s] == name {
+			return h.values[s], true
 		}
 	}
 	return "", false
 }
 
-func (h *Headers) field(slot int) Header {
-	f := &slotFields[slot]
-	if f.value < 0 {
-		return Header{Name: f.name, Value: f.fixed}
-	}
-	return Header{Name: f.name, Value: h.values[f.value]}
-}
-
-// add puts a field in its slot; value is ignored for a slot with a fixed value.
+// add puts a field in its slot.
 func (h *Headers) add(slot int, value string) {
-	h.set |= 1 << slot
-	if i := slotFields[slot].value; i >= 0 {
-		h.values[i] = value
-	}
+	h.present[slot], h.values[slot] = true, value
 }
 
 // Action says what the processor does with the request.
@@ -186,5 +175,5 @@ type ResponseDecision struct {
 
 // Empty reports whether the decision changes nothing.
 func (d *ResponseDecision) Empty() bool {
-	return d.Set.set == 0 && !d.AppendVary && !d.RemoveAllowOrigin
+	return d.Set.Len() == 0 && !d.AppendVary && !d.RemoveAllowOrigin
 }
