@@ -204,7 +204,7 @@ var envoyRouteCases = []routeCase{
 		headers:  [][2]string{origin("https://partner-acme.example.net.evil.test"), {acrm, "GET"}},
 		answered: true, status: 204, cors: h(vary, "Origin", acam, "GET")},
 
-	{name: "legacy preflight goes upstream untouched", route: "legacy", method: "OPTIONS",
+	{name: "legacy preflight goes upstream untouched", route: "legacy-preflight", method: "OPTIONS",
 		headers:  [][2]string{origin("https://legacy.example.com"), {acrm, "GET"}},
 		upstream: "cors", status: 200, cors: h(acao, "https://upstream.example", acam, "GET")},
 	{name: "legacy actual decorated", route: "legacy", headers: [][2]string{origin("https://legacy.example.com")},

@@ -12,6 +12,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	dnsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/dns/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/common/matching/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/matcher/action/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -253,12 +254,25 @@ func TestEnvoyBootstrap(t *testing.T) {
 	}
 }
 
+// strictDNS reports whether a cluster resolves its address to every address DNS returns: type
+// STRICT_DNS, or its non-deprecated form, the envoy.cluster.dns extension with
+// all_addresses_in_single_endpoint false.
+func strictDNS(t *testing.T, cl *clusterv3.Cluster) bool {
+	t.Helper()
+	if ct := cl.GetClusterType(); ct != nil {
+		dns := &dnsv3.DnsCluster{}
+		unmarshalAny(t, ct.GetTypedConfig(), dns)
+		return ct.GetName() == "envoy.cluster.dns" && !dns.GetAllAddressesInSingleEndpoint()
+	}
+	return cl.GetType() == clusterv3.Cluster_STRICT_DNS
+}
+
 // checkExtProcCluster checks a cluster carrying ext_proc streams: HTTP/2, one STRICT_DNS
 // endpoint on the headless Service of deploy/k8s, gRPC health checks.
 func checkExtProcCluster(t *testing.T, file string, cl *clusterv3.Cluster) {
 	t.Helper()
-	if cl.GetType() != clusterv3.Cluster_STRICT_DNS {
-		t.Errorf("%s cluster %s: type %v, want STRICT_DNS (every pod of the headless Service)", file, cl.GetName(), cl.GetType())
+	if !strictDNS(t, cl) {
+		t.Errorf("%s cluster %s: want STRICT_DNS, or the DNS cluster extension without all_addresses_in_single_endpoint (every pod of the headless Service)", file, cl.GetName())
 	}
 	opts, ok := cl.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
 	if !ok {
@@ -291,7 +305,7 @@ func checkExtProcCluster(t *testing.T, file string, cl *clusterv3.Cluster) {
 func TestEnvoyExampleRoutes(t *testing.T) {
 	c := loadEnvoy(t)
 	routes := envoyRoutes(t, c)
-	want := []string{"public-api", "spa-api", "tenants", "partners", "legacy", "reports", "internal", "www-fonts", "www-default"}
+	want := []string{"public-api", "spa-api", "tenants", "partners", "legacy-preflight", "legacy", "reports", "internal", "www-fonts", "www-default"}
 	var got []string
 	for name := range routes {
 		got = append(got, name)
@@ -319,4 +333,56 @@ func TestEnvoyExampleRoutes(t *testing.T) {
 	if !routes["internal"].ExtProcDisabled {
 		t.Error("internal must disable ext_proc: it is the no-CORS route")
 	}
+}
+
+// TestEnvoyFailOpenGrantsNothing: with failure_mode_allow (fail open), a request passes without
+// cors-extproc when the service is down or late, so the upstream's own
+// Access-Control-Allow-Origin would reach the browser unfiltered. Every route that carries a
+// policy must therefore remove it (route or virtual host response_headers_to_remove: the
+// router drops it before cors-extproc sees the response, which sets or removes ACAO on every
+// actual response anyway, docs/cors-semantics.md section 8). The one exception is a route that
+// matches only preflights of a preflight_continue policy: the upstream answers those itself.
+// faults/ proves the outcome through a real Envoy (docs/failure-modes.md).
+func TestEnvoyFailOpenGrantsNothing(t *testing.T) {
+	c := loadEnvoy(t)
+	if !c.extProc.GetFailureModeAllow() {
+		t.Skip("fail-closed: nothing passes without cors-extproc")
+	}
+	for _, vh := range c.hcm.GetRouteConfig().GetVirtualHosts() {
+		vhRemoves := slices.Contains(vh.GetResponseHeadersToRemove(), "access-control-allow-origin")
+		for _, r := range vh.GetRoutes() {
+			policy := r.GetMetadata().GetFilterMetadata()[corsNamespace]
+			if policy == nil {
+				policy = vh.GetMetadata().GetFilterMetadata()[corsNamespace]
+			}
+			removes := vhRemoves || slices.Contains(r.GetResponseHeadersToRemove(), "access-control-allow-origin")
+			switch {
+			case extProcPerRoute(t, r).GetDisabled() || policy == nil:
+				if removes {
+					t.Errorf("route %s: no CORS policy, yet the upstream's ACAO is removed", r.GetName())
+				}
+			case policy.GetFields()["preflight_continue"].GetBoolValue() && preflightsOnly(r.GetMatch()):
+				if removes {
+					t.Errorf("route %s: preflights of a preflight_continue policy must keep the upstream's answer whole", r.GetName())
+				}
+			case !removes:
+				t.Errorf("route %s: carries a policy but keeps the upstream's ACAO, which fail-open would pass unfiltered", r.GetName())
+			}
+		}
+	}
+}
+
+// preflightsOnly reports whether a route match admits only preflights (docs/cors-semantics.md
+// section 6): method OPTIONS, an Origin and an Access-Control-Request-Method present.
+func preflightsOnly(m *routev3.RouteMatch) bool {
+	need := map[string]bool{":method": false, "origin": false, "access-control-request-method": false}
+	for _, h := range m.GetHeaders() {
+		switch name := h.GetName(); {
+		case name == ":method" && h.GetStringMatch().GetExact() == "OPTIONS" && !h.GetInvertMatch():
+			need[name] = true
+		case (name == "origin" || name == "access-control-request-method") && h.GetPresentMatch() && !h.GetInvertMatch():
+			need[name] = true
+		}
+	}
+	return need[":method"] && need["origin"] && need["access-control-request-method"]
 }

@@ -52,7 +52,7 @@ func TestReadBootstrap(t *testing.T) {
 	}
 	assert.Equal(t, []string{
 		"virtual host api", "route api/public-api", "route api/spa-api", "route api/tenants",
-		"route api/partners", "route api/legacy", "route api/reports", "route api/internal",
+		"route api/partners", "route api/legacy-preflight", "route api/legacy", "route api/reports", "route api/internal",
 		"virtual host www", "route www/www-fonts", "route www/www-default",
 	}, names)
 	for _, s := range sites {
