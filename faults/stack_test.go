@@ -36,17 +36,8 @@ func requireFaults(t *testing.T) {
 	}
 }
 
-// short is the CI version (FAULTS_SHORT=1): the newest Envoy only, shorter loads.
+// short is the CI version (FAULTS_SHORT=1): shorter and lighter loads.
 func short() bool { return os.Getenv("FAULTS_SHORT") == "1" }
-
-// envoys are the releases a scenario runs on: every pinned one, or the newest when short.
-func envoys(t *testing.T) []realenvoy.Binary {
-	t.Helper()
-	if short() {
-		return []realenvoy.Binary{realenvoy.Newest(t)}
-	}
-	return realenvoy.Binaries(t)
-}
 
 // upstreamACAO is the Access-Control-Allow-Origin the upstream sets on every answer, as an
 // application with CORS handling of its own does: the worst case for fail-open, which must
@@ -155,8 +146,9 @@ type stack struct {
 }
 
 // newStack starts Envoy bin with deploy/envoy.yaml, its cors-extproc cluster on replicas
-// (host:port each) and edit applied (nil: the file as shipped). No replica need be running.
-func newStack(t *testing.T, bin realenvoy.Binary, service string, replicas []string, edit func(*extprocv3.ExternalProcessor)) *stack {
+// (host:port each) and edit applied to its HTTP connection manager (nil: the file as
+// shipped). No replica need be running.
+func newStack(t *testing.T, bin realenvoy.Binary, service string, replicas []string, edit func(*hcmv3.HttpConnectionManager)) *stack {
 	t.Helper()
 	root, err := realenvoy.RepoRoot()
 	if err != nil {
@@ -170,20 +162,31 @@ func newStack(t *testing.T, bin realenvoy.Binary, service string, replicas []str
 	realenvoy.Loopback(t, b, map[string]string{"cors-extproc": replicas[0], "demo-upstream": up.Addr})
 	realenvoy.SetEndpoints(t, b, "cors-extproc", replicas...)
 	if edit != nil {
-		editExtProc(t, b, edit)
+		editHCM(t, b, edit)
 	}
 	e := realenvoy.Start(t, bin, b, realenvoy.Options{})
 	return &stack{envoy: e, base: e.URL(t, "http"), bin: service}
 }
 
-// editExtProc changes the ext_proc filter of the bootstrap's listener.
-func editExtProc(t *testing.T, b *bootstrapv3.Bootstrap, edit func(*extprocv3.ExternalProcessor)) {
+// editHCM changes the HTTP connection manager of the bootstrap's listener.
+func editHCM(t *testing.T, b *bootstrapv3.Bootstrap, edit func(*hcmv3.HttpConnectionManager)) {
 	t.Helper()
 	nf := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0]
 	hcm := &hcmv3.HttpConnectionManager{}
 	if err := nf.GetTypedConfig().UnmarshalTo(hcm); err != nil {
 		t.Fatal(err)
 	}
+	edit(hcm)
+	a, err := anypb.New(hcm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nf.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
+}
+
+// editExtProc changes the ext_proc filter of an HTTP connection manager.
+func editExtProc(t *testing.T, hcm *hcmv3.HttpConnectionManager, edit func(*extprocv3.ExternalProcessor)) {
+	t.Helper()
 	for _, f := range hcm.GetHttpFilters() {
 		if f.GetName() != "envoy.filters.http.ext_proc" {
 			continue
@@ -199,11 +202,6 @@ func editExtProc(t *testing.T, b *bootstrapv3.Bootstrap, edit func(*extprocv3.Ex
 		}
 		f.ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}
 	}
-	a, err := anypb.New(hcm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nf.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
 }
 
 // freeAddr is a loopback address nobody listens on, for a replica to take later.

@@ -4,11 +4,19 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/cors-extproc/cors-extproc/internal/realenvoy"
 
 	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
@@ -47,14 +55,25 @@ func (a answer) String() string {
 func TestUnreachable(t *testing.T) {
 	requireFaults(t)
 	bin := servicetest.Build(t)
-	for _, envoy := range envoys(t) {
-		for _, failOpen := range []bool{true, false} {
-			name := envoy.Version + "/failure_mode_allow=" + fmt.Sprint(failOpen)
-			t.Run(name, func(t *testing.T) {
+	variants := []struct {
+		name     string
+		failOpen bool
+		edit     func(*testing.T, *hcmv3.HttpConnectionManager)
+	}{
+		{"failure_mode_allow: true (shipped)", true, nil},
+		{"failure_mode_allow: false", false, func(t *testing.T, hcm *hcmv3.HttpConnectionManager) {
+			editExtProc(t, hcm, func(p *extprocv3.ExternalProcessor) { p.FailureModeAllow = false })
+		}},
+		{"failure_mode_allow: true, one-round-trip header filter", true, withHeaderFilter},
+	}
+	for _, envoy := range realenvoy.Binaries(t) {
+		for _, v := range variants {
+			failOpen := v.failOpen
+			t.Run(envoy.Version+"/"+v.name, func(t *testing.T) {
 				addr := freeAddr(t)
-				var edit func(*extprocv3.ExternalProcessor)
-				if !failOpen {
-					edit = func(p *extprocv3.ExternalProcessor) { p.FailureModeAllow = false }
+				var edit func(*hcmv3.HttpConnectionManager)
+				if v.edit != nil {
+					edit = func(hcm *hcmv3.HttpConnectionManager) { v.edit(t, hcm) }
 				}
 				svc := startReplica(t, bin, addr, "--drain-period=0")
 				s := newStack(t, envoy, bin, []string{addr}, edit)
@@ -79,7 +98,7 @@ func TestUnreachable(t *testing.T) {
 				stalled := play()
 
 				var table strings.Builder
-				fmt.Fprintf(&table, "Envoy %s, failure_mode_allow: %v (status, ACAO, outcome)\n", envoy.Version, failOpen)
+				fmt.Fprintf(&table, "Envoy %s, %s (status, ACAO, outcome)\n", envoy.Version, v.name)
 				fmt.Fprintf(&table, "%-42s %-32s %-32s %-32s\n", "request", "service up", "service down", "service stalled")
 				for i, sh := range allShapes {
 					fmt.Fprintf(&table, "%-42s %-32s %-32s %-32s\n", sh.name, up[i], down[i], stalled[i])
@@ -120,6 +139,27 @@ func TestUnreachable(t *testing.T) {
 			})
 		}
 	}
+}
+
+// withHeaderFilter adds, after ext_proc, the header filter of the one-round-trip mode (issue
+// 13): it writes the CORS headers that the request phase left in dynamic metadata
+// (%DYNAMIC_METADATA(cors-extproc:NAME)%, empty when absent), overwriting the upstream's. With
+// the service down or stalled there is no metadata: fail-open must still grant nothing.
+func withHeaderFilter(t *testing.T, hcm *hcmv3.HttpConnectionManager) {
+	t.Helper()
+	var mutations []*mutationv3.HeaderMutation
+	for _, name := range []string{"access-control-allow-origin", "access-control-allow-credentials", "access-control-expose-headers"} {
+		mutations = append(mutations, &mutationv3.HeaderMutation{Action: &mutationv3.HeaderMutation_Append{Append: &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: name, Value: "%DYNAMIC_METADATA(cors-extproc:" + name + ")%"},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}}})
+	}
+	a, err := anypb.New(&headermutationv3.HeaderMutation{Mutations: &headermutationv3.Mutations{ResponseMutations: mutations}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &hcmv3.HttpFilter{Name: "envoy.filters.http.header_mutation", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}
+	hcm.HttpFilters = slices.Insert(hcm.HttpFilters, 1, f)
 }
 
 // newClient is a client that shows redirects as they are and gives up after 10 s.
