@@ -72,7 +72,7 @@ soak:
 # The fault suite (faults/): deploy/envoy.yaml on real Envoys in front of the real binary while
 # it is down, restarted, rolled, stalled, overloaded or fed a broken policy file; each scenario
 # asserts its outcome and logs its figures (docs/failure-modes.md). Needs `make envoy`. Not part
-# of `test`; about 2.5 minutes. faults-short is CI's: lighter and shorter loads.
+# of `test`; about 2.5 minutes. faults-short is CI's (about 2 minutes): lighter loads, phases half as long.
 faults:
 	CORS_FAULTS=1 $(GO) test -count=1 -v -timeout 20m ./faults/
 

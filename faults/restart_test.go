@@ -37,16 +37,16 @@ func TestRestart(t *testing.T) {
 	s.waitOK(t, newClient())
 
 	stop := s.background(loadRate(), loadMix, loadWorkers)
-	time.Sleep(2 * time.Second)
+	time.Sleep(phase(2 * time.Second))
 	killed := time.Now()
 	if err := svc.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	<-svc.Exited()
-	time.Sleep(2 * time.Second)
+	time.Sleep(phase(2 * time.Second))
 	startReplica(t, bin, addr)
 	back := time.Now()
-	time.Sleep(3 * time.Second)
+	time.Sleep(phase(3 * time.Second))
 	rs := stop()
 
 	var before, inFlight []result
@@ -61,7 +61,7 @@ func TestRestart(t *testing.T) {
 	firstOK, recovered := firstOKAfter(rs, back)
 	lastBad, _ := lastNotOK(rs)
 	t.Logf(`
-restart: Envoy %s, %d HTTP requests/s offered (%d sent), the only replica SIGKILLed, started again 2s later
+restart: Envoy %s, %d HTTP requests/s offered (%d sent), the only replica SIGKILLed, started again %v later
 done before the kill:   %s
 in flight at the kill:  %s
 replica gone:           %s
@@ -69,7 +69,7 @@ after "serving":        %s
 first decorated answer: %v after "serving" (the last undecorated request was sent %v after it)
 slowest answer:         %v
 Envoy ext_proc:         %s`,
-		envoy.Version, loadRate(), len(rs), count(before), count(inFlight), count(gone), count(after),
+		envoy.Version, loadRate(), len(rs), phase(2*time.Second), count(before), count(inFlight), count(gone), count(after),
 		firstOK.Sub(back).Round(time.Millisecond), lastBad.Sub(back).Round(time.Millisecond),
 		maxLatency(rs).Round(time.Millisecond), s.extProcStats(t))
 
@@ -108,7 +108,7 @@ func TestRollingRestart(t *testing.T) {
 
 	start := time.Now()
 	stop := s.background(loadRate(), loadMix, loadWorkers)
-	time.Sleep(2 * time.Second)
+	time.Sleep(phase(2 * time.Second))
 	var steps []string
 	for i, a := range addrs {
 		t0 := time.Now()
@@ -123,7 +123,7 @@ func TestRollingRestart(t *testing.T) {
 		steps = append(steps, fmt.Sprintf("replica %s: out of Envoy's rotation %v after SIGTERM, exited after %v, replacement healthy in Envoy %v later",
 			a, unhealthy.Round(time.Millisecond), exited.Round(time.Millisecond), (time.Since(t0)-exited).Round(time.Millisecond)))
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(phase(2 * time.Second))
 	rs := stop()
 	elapsed := time.Since(start)
 	c := count(rs)
@@ -140,6 +140,7 @@ Envoy ext_proc: %s`,
 		t.Errorf("%d of %d requests did not get the policy's answer:\n%s", len(rs)-c[ok], len(rs), wrongOnes(rs, open, closed, failed, wrong))
 	}
 	if len(rs) < loadRate()*10 {
+		// Two drain periods (5 s each) at least.
 		t.Errorf("only %d requests: the load did not span the roll", len(rs))
 	}
 }

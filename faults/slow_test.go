@@ -31,13 +31,13 @@ func TestSlowService(t *testing.T) {
 		s := newStack(t, envoy, bin, []string{addr}, nil)
 		s.waitOK(t, newClient())
 		stop := s.background(loadRate(), loadMix, loadWorkers)
-		time.Sleep(2 * time.Second)
+		time.Sleep(phase(2 * time.Second))
 		frozen := time.Now()
 		resume := stall(t, svc)
-		time.Sleep(stallFor)
+		time.Sleep(phase(stallFor))
 		resume()
 		resumed := time.Now()
-		time.Sleep(3 * time.Second)
+		time.Sleep(phase(3 * time.Second))
 		rs := stop()
 
 		firstOK, recovered := firstOKAfter(rs, resumed)
@@ -50,7 +50,7 @@ after SIGCONT:          %s
 first decorated answer: %v after SIGCONT (the last undecorated request was sent %v after it)
 slowest answer:         %v
 Envoy ext_proc:         %s`,
-			stallFor, envoy.Version, loadRate(), len(rs), count(between(rs, time.Time{}, frozen)),
+			phase(stallFor), envoy.Version, loadRate(), len(rs), count(between(rs, time.Time{}, frozen)),
 			count(between(rs, frozen, resumed)), count(between(rs, resumed, time.Now())),
 			firstOK.Sub(resumed).Round(time.Millisecond), lastBad.Sub(resumed).Round(time.Millisecond),
 			maxLatency(rs).Round(time.Millisecond), s.extProcStats(t))
@@ -81,7 +81,7 @@ Envoy ext_proc:         %s`,
 			s.waitHealthy(t, a)
 		}
 		stop := s.background(loadRate(), loadMix, loadWorkers)
-		time.Sleep(2 * time.Second)
+		time.Sleep(phase(2 * time.Second))
 		frozen := time.Now()
 		resume := stall(t, frozenReplica)
 		out := s.waitUnhealthy(t, addrs[1])
@@ -90,7 +90,7 @@ Envoy ext_proc:         %s`,
 		resumed := time.Now()
 		s.waitHealthy(t, addrs[1])
 		back := time.Now()
-		time.Sleep(2 * time.Second)
+		time.Sleep(phase(2 * time.Second))
 		rs := stop()
 
 		undetected := between(rs, frozen, out)

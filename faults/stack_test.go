@@ -39,6 +39,15 @@ func requireFaults(t *testing.T) {
 // short is the CI version (FAULTS_SHORT=1): shorter and lighter loads.
 func short() bool { return os.Getenv("FAULTS_SHORT") == "1" }
 
+// phase is how long a scenario lets the load run in one of its phases (before a fault, during
+// it, after it): d, or half of it in the CI version.
+func phase(d time.Duration) time.Duration {
+	if short() {
+		return d / 2
+	}
+	return d
+}
+
 // upstreamACAO is the Access-Control-Allow-Origin the upstream sets on every answer, as an
 // application with CORS handling of its own does: the worst case for fail-open, which must
 // never let it through on a route that carries a policy.
