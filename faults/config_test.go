@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cors-extproc/cors-extproc/internal/realenvoy"
 	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
 
@@ -77,7 +78,7 @@ func (v *configMapVolume) rollout(t *testing.T, policies string) {
 func TestBadConfigLive(t *testing.T) {
 	requireFaults(t)
 	bin := servicetest.Build(t)
-	envoy := realenvoyNewest(t)
+	envoy := realenvoy.Newest(t)
 	shipped, err := os.ReadFile(policiesFile(t))
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +98,7 @@ func TestBadConfigLive(t *testing.T) {
 	const reloadEvery = 200 * time.Millisecond
 	svc := servicetest.Start(t, bin, "--grpc-addr", addr, "--policies", filepath.Join(vol.dir, "policies.yaml"),
 		"--dynamic-metadata", "--policies-reload-interval", reloadEvery.String(), "--drain-period=0")
-	s := newStack(t, envoy, bin, []string{addr}, nil)
+	s := newStack(t, envoy, []string{addr}, nil)
 	s.waitOK(t, newClient())
 	client := newClient()
 	if a := s.do(t, client, reportsAdded); a.acao != "" {

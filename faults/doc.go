@@ -29,8 +29,8 @@
 // # Running
 //
 // `make faults` runs the suite (CORS_FAULTS=1, about 2.5 minutes); CI runs `make faults-short`
-// (FAULTS_SHORT=1: lighter loads, phases half as long). TestUnreachable runs on every pinned Envoy, the
-// load scenarios on the newest. Without CORS_FAULTS=1 the tests skip,
-// so that `make test` builds, vets and lints this package without spending minutes on it. The
-// pinned Envoys come from `make envoy`. Nothing leaves the loopback interface.
+// (FAULTS_SHORT=1: lighter loads, phases half as long, about 2 minutes). TestUnreachable runs
+// on every pinned Envoy, the load scenarios on the newest. Without CORS_FAULTS=1 the tests
+// skip, so that `make test` builds, vets and lints this package without spending minutes on
+// it. The pinned Envoys come from `make envoy`. Nothing leaves the loopback interface.
 package faults

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cors-extproc/cors-extproc/internal/realenvoy"
 	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
 
@@ -27,10 +28,10 @@ const (
 func TestOverload(t *testing.T) {
 	requireFaults(t)
 	bin := servicetest.Build(t)
-	envoy := realenvoyNewest(t)
+	envoy := realenvoy.Newest(t)
 	addr := freeAddr(t)
 	svc := startReplica(t, bin, addr)
-	s := newStack(t, envoy, bin, []string{addr}, nil)
+	s := newStack(t, envoy, []string{addr}, nil)
 	s.waitOK(t, newClient())
 	d := 10 * time.Second
 	if short() {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cors-extproc/cors-extproc/internal/realenvoy"
 	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
 
@@ -30,10 +31,10 @@ const loadWorkers = 64
 func TestRestart(t *testing.T) {
 	requireFaults(t)
 	bin := servicetest.Build(t)
-	envoy := realenvoyNewest(t)
+	envoy := realenvoy.Newest(t)
 	addr := freeAddr(t)
 	svc := startReplica(t, bin, addr)
-	s := newStack(t, envoy, bin, []string{addr}, nil)
+	s := newStack(t, envoy, []string{addr}, nil)
 	s.waitOK(t, newClient())
 
 	stop := s.background(loadRate(), loadMix, loadWorkers)
@@ -98,10 +99,10 @@ Envoy ext_proc:         %s`,
 func TestRollingRestart(t *testing.T) {
 	requireFaults(t)
 	bin := servicetest.Build(t)
-	envoy := realenvoyNewest(t)
+	envoy := realenvoy.Newest(t)
 	addrs := []string{freeAddr(t), freeAddr(t)}
 	replicas := []*servicetest.Service{startReplica(t, bin, addrs[0]), startReplica(t, bin, addrs[1])}
-	s := newStack(t, envoy, bin, addrs, nil)
+	s := newStack(t, envoy, addrs, nil)
 	for _, a := range addrs {
 		s.waitHealthy(t, a)
 	}

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cors-extproc/cors-extproc/internal/realenvoy"
 	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
 
@@ -23,12 +24,12 @@ const stallFor = 8 * time.Second
 func TestSlowService(t *testing.T) {
 	requireFaults(t)
 	bin := servicetest.Build(t)
-	envoy := realenvoyNewest(t)
+	envoy := realenvoy.Newest(t)
 
 	t.Run("only replica", func(t *testing.T) {
 		addr := freeAddr(t)
 		svc := startReplica(t, bin, addr)
-		s := newStack(t, envoy, bin, []string{addr}, nil)
+		s := newStack(t, envoy, []string{addr}, nil)
 		s.waitOK(t, newClient())
 		stop := s.background(loadRate(), loadMix, loadWorkers)
 		time.Sleep(phase(2 * time.Second))
@@ -76,7 +77,7 @@ Envoy ext_proc:         %s`,
 		addrs := []string{freeAddr(t), freeAddr(t)}
 		startReplica(t, bin, addrs[0])
 		frozenReplica := startReplica(t, bin, addrs[1])
-		s := newStack(t, envoy, bin, addrs, nil)
+		s := newStack(t, envoy, addrs, nil)
 		for _, a := range addrs {
 			s.waitHealthy(t, a)
 		}

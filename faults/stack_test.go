@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -151,13 +150,12 @@ func (s shape) request(base string, i int) vegeta.Target {
 type stack struct {
 	envoy *realenvoy.Envoy
 	base  string // http://host:port of Envoy's listener
-	bin   string // the cors-extproc binary
 }
 
 // newStack starts Envoy bin with deploy/envoy.yaml, its cors-extproc cluster on replicas
 // (host:port each) and edit applied to its HTTP connection manager (nil: the file as
 // shipped). No replica need be running.
-func newStack(t *testing.T, bin realenvoy.Binary, service string, replicas []string, edit func(*hcmv3.HttpConnectionManager)) *stack {
+func newStack(t *testing.T, bin realenvoy.Binary, replicas []string, edit func(*hcmv3.HttpConnectionManager)) *stack {
 	t.Helper()
 	root, err := realenvoy.RepoRoot()
 	if err != nil {
@@ -174,7 +172,7 @@ func newStack(t *testing.T, bin realenvoy.Binary, service string, replicas []str
 		editHCM(t, b, edit)
 	}
 	e := realenvoy.Start(t, bin, b, realenvoy.Options{})
-	return &stack{envoy: e, base: e.URL(t, "http"), bin: service}
+	return &stack{envoy: e, base: e.URL(t, "http")}
 }
 
 // editHCM changes the HTTP connection manager of the bootstrap's listener.
@@ -394,11 +392,11 @@ func maxLatency(rs []result) time.Duration {
 	return m
 }
 
-// firstOKAfter is when the first request sent at or after t got the policy's answer, and the
-// last request sent before that which did not: the recovery, as a client sees it.
+// firstOKAfter is when the first request sent at or after t was sent that got the policy's
+// answer: the recovery, as a client sees it.
 func firstOKAfter(rs []result, t time.Time) (time.Time, bool) {
 	sorted := slices.Clone(rs)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].sent.Before(sorted[j].sent) })
+	slices.SortFunc(sorted, func(a, b result) int { return a.sent.Compare(b.sent) })
 	for _, r := range sorted {
 		if !r.sent.Before(t) && r.outcome == ok {
 			return r.sent, true
@@ -468,11 +466,4 @@ func (s *stack) extProcStats(t *testing.T) string {
 		parts = append(parts, fmt.Sprintf("%s %d", name, s.envoy.Counter(t, "http.ingress_http.ext_proc."+name)))
 	}
 	return strings.Join(parts, ", ")
-}
-
-// realenvoyNewest is the Envoy a load scenario runs on: the newest pinned release (each
-// scenario takes tens of seconds; TestUnreachable covers every release).
-func realenvoyNewest(t *testing.T) realenvoy.Binary {
-	t.Helper()
-	return realenvoy.Newest(t)
 }

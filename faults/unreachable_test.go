@@ -76,7 +76,7 @@ func TestUnreachable(t *testing.T) {
 					edit = func(hcm *hcmv3.HttpConnectionManager) { v.edit(t, hcm) }
 				}
 				svc := startReplica(t, bin, addr, "--drain-period=0")
-				s := newStack(t, envoy, bin, []string{addr}, edit)
+				s := newStack(t, envoy, []string{addr}, edit)
 				play := func() []answer {
 					out := make([]answer, len(allShapes))
 					client := newClient()
