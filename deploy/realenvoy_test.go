@@ -25,7 +25,8 @@ import (
 var shippedBootstraps = []string{"envoy.yaml"}
 
 // TestRealEnvoyValidatesShippedConfigs runs `envoy --mode validate` on every shipped bootstrap,
-// with every pinned Envoy release.
+// with every pinned Envoy release: each must be valid and use no deprecated field (Envoy
+// warns "Deprecated field" before it removes one).
 func TestRealEnvoyValidatesShippedConfigs(t *testing.T) {
 	for _, bin := range realenvoy.Binaries(t) {
 		for _, file := range shippedBootstraps {
@@ -33,6 +34,9 @@ func TestRealEnvoyValidatesShippedConfigs(t *testing.T) {
 				out, err := exec.Command(bin.Path, "--mode", "validate", "-c", file, "--log-level", "warn").CombinedOutput()
 				if err != nil || !strings.Contains(string(out), "OK") {
 					t.Errorf("envoy %s --mode validate -c %s: %v\n%s", bin.Version, file, err, out)
+				}
+				if strings.Contains(string(out), "Deprecated field") {
+					t.Errorf("envoy %s --mode validate -c %s warns of a deprecated field:\n%s", bin.Version, file, out)
 				}
 			})
 		}
