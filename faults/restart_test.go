@@ -83,7 +83,7 @@ Envoy ext_proc:         %s`,
 	if !recovered {
 		t.Fatal("no request was decorated after the replica came back")
 	}
-	if late := between(rs, firstOK, time.Now()); count(late)[ok] != len(late) {
+	if late := between(rs, firstOK, time.Now()); count(late)[ok] < len(late)-noiseBound(len(late)) {
 		t.Errorf("once decorated again, requests must stay so: %s\n%s", count(late), wrongOnes(late, open))
 	}
 	if m := maxLatency(rs); m > hangBound {
@@ -94,8 +94,10 @@ Envoy ext_proc:         %s`,
 // TestRollingRestart rolls two replicas under a steady load as the Deployment does (its flags:
 // --shutdown-grace 15s and the default --drain-period; the cluster's health checks as
 // deploy/envoy.yaml ships them): SIGTERM to one, a new one started in its place once it has
-// exited, then the same for the other. Every request must get the policy's answer: not one
-// failed, and not one undecorated (fail-open would hide a failed ext_proc stream as a 200).
+// exited, then the same for the other. Not one HTTP request may fail, and not one ext_proc
+// stream (Envoy's streams_failed: fail-open would hide a stream refused by a closed listener as
+// an undecorated 200); the only undecorated answers allowed are replies later than
+// message_timeout on a busy machine, counted by Envoy, at most 1%.
 func TestRollingRestart(t *testing.T) {
 	requireFaults(t)
 	bin := servicetest.Build(t)
@@ -108,6 +110,7 @@ func TestRollingRestart(t *testing.T) {
 	}
 
 	start := time.Now()
+	failed0, timeouts0 := s.extProc(t, "streams_failed"), s.extProc(t, "message_timeouts")
 	stop := s.background(loadRate(), loadMix, loadWorkers)
 	time.Sleep(phase(2 * time.Second))
 	var steps []string
@@ -128,6 +131,7 @@ func TestRollingRestart(t *testing.T) {
 	rs := stop()
 	elapsed := time.Since(start)
 	c := count(rs)
+	streamsFailed, timeouts := s.extProc(t, "streams_failed")-failed0, s.extProc(t, "message_timeouts")-timeouts0
 	t.Logf(`
 rolling restart: Envoy %s, %d HTTP requests/s offered for %v: %d requests (%.0f/s)
 %s
@@ -137,8 +141,11 @@ slowest answer: %v
 Envoy ext_proc: %s`,
 		envoy.Version, loadRate(), elapsed.Round(time.Second), len(rs), float64(len(rs))/elapsed.Seconds(),
 		steps[0], steps[1], c, maxLatency(rs).Round(time.Millisecond), s.extProcStats(t))
-	if c[ok] != len(rs) {
-		t.Errorf("%d of %d requests did not get the policy's answer:\n%s", len(rs)-c[ok], len(rs), wrongOnes(rs, open, closed, failed, wrong))
+	// A stream the roll cuts or refuses is a failed stream in Envoy's count; a reply later than
+	// message_timeout on a busy machine is not the roll's doing.
+	if c[ok]+c[open] != len(rs) || streamsFailed > 0 || c[open] > timeouts || c[open] > noiseBound(len(rs)) {
+		t.Errorf("%d of %d requests did not get the policy's answer (%d ext_proc streams failed, %d replies timed out):\n%s",
+			len(rs)-c[ok], len(rs), streamsFailed, timeouts, wrongOnes(rs, open, closed, failed, wrong))
 	}
 	if len(rs) < loadRate()*10 {
 		// Two drain periods (5 s each) at least.
