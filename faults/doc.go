@@ -7,7 +7,7 @@
 //
 //   - TestUnreachable (unreachable_test.go): every request shape against a service that is up,
 //     down (connection refused) and stalled (accepts, never answers), with failure_mode_allow
-//     as shipped and flipped, on every pinned Envoy release. Fail-open must never grant more
+//     as shipped and flipped, with the server in each --mode, on every pinned Envoy release. Fail-open must never grant more
 //     than the policy would (the upstream's own CORS headers included).
 //   - TestRestart (restart_test.go): the service killed and started again under load, Envoy
 //     left running: how long until requests are decorated again; no request waits past the

@@ -4,17 +4,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
-	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/cors-extproc/cors-extproc/internal/realenvoy"
 
@@ -47,8 +42,8 @@ func (a answer) String() string {
 
 // TestUnreachable plays every request shape through deploy/envoy.yaml against a service that
 // is up, down (its port refuses connections) and stalled (SIGSTOP: connections are accepted,
-// nothing answers), with failure_mode_allow as shipped (true) and flipped, on every pinned
-// Envoy. With fail-open, nothing may be granted that the policy would not grant (the
+// nothing answers), with failure_mode_allow as shipped (true) and flipped, and with the server
+// in each --mode, on every pinned Envoy. With fail-open, nothing may be granted that the policy would not grant (the
 // upstream's own ACAO is on every upstream answer); with fail-closed, every request of a
 // route with CORS is refused with status_on_error; no request waits past the message
 // timeouts. The table it logs is docs/failure-modes.md's.
@@ -59,12 +54,15 @@ func TestUnreachable(t *testing.T) {
 		name     string
 		failOpen bool
 		edit     func(*testing.T, *hcmv3.HttpConnectionManager)
+		mode     string // the server's --mode
 	}{
-		{"failure_mode_allow: true (shipped)", true, nil},
+		{"failure_mode_allow: true (shipped)", true, nil, "two-phase"},
 		{"failure_mode_allow: false", false, func(t *testing.T, hcm *hcmv3.HttpConnectionManager) {
 			editExtProc(t, hcm, func(p *extprocv3.ExternalProcessor) { p.FailureModeAllow = false })
-		}},
-		{"failure_mode_allow: true, one-round-trip header filter", true, withHeaderFilter},
+		}, "two-phase"},
+		// The header filters after ext_proc write the headers from the request phase's
+		// metadata, which is empty when the service is down or late.
+		{"failure_mode_allow: true (shipped), server --mode one-trip", true, nil, "one-trip"},
 	}
 	for _, envoy := range realenvoy.Binaries(t) {
 		for _, v := range variants {
@@ -75,7 +73,7 @@ func TestUnreachable(t *testing.T) {
 				if v.edit != nil {
 					edit = func(hcm *hcmv3.HttpConnectionManager) { v.edit(t, hcm) }
 				}
-				svc := startReplica(t, bin, addr, "--drain-period=0")
+				svc := startReplica(t, bin, addr, "--drain-period=0", "--mode", v.mode)
 				s := newStack(t, envoy, []string{addr}, edit)
 				play := func() []answer {
 					out := make([]answer, len(allShapes))
@@ -92,7 +90,7 @@ func TestUnreachable(t *testing.T) {
 				}
 				<-svc.Exited()
 				down := play()
-				svc = startReplica(t, bin, addr, "--drain-period=0")
+				svc = startReplica(t, bin, addr, "--drain-period=0", "--mode", v.mode)
 				s.waitOK(t, newClient())
 				stall(t, svc)
 				stalled := play()
@@ -139,27 +137,6 @@ func TestUnreachable(t *testing.T) {
 			})
 		}
 	}
-}
-
-// withHeaderFilter adds, after ext_proc, the header filter of the one-round-trip mode (issue
-// 13): it writes the CORS headers that the request phase left in dynamic metadata
-// (%DYNAMIC_METADATA(cors-extproc:NAME)%, empty when absent), overwriting the upstream's. With
-// the service down or stalled there is no metadata: fail-open must still grant nothing.
-func withHeaderFilter(t *testing.T, hcm *hcmv3.HttpConnectionManager) {
-	t.Helper()
-	var mutations []*mutationv3.HeaderMutation
-	for _, name := range []string{"access-control-allow-origin", "access-control-allow-credentials", "access-control-expose-headers"} {
-		mutations = append(mutations, &mutationv3.HeaderMutation{Action: &mutationv3.HeaderMutation_Append{Append: &corev3.HeaderValueOption{
-			Header:       &corev3.HeaderValue{Key: name, Value: "%DYNAMIC_METADATA(cors-extproc:" + name + ")%"},
-			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-		}}})
-	}
-	a, err := anypb.New(&headermutationv3.HeaderMutation{Mutations: &headermutationv3.Mutations{ResponseMutations: mutations}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &hcmv3.HttpFilter{Name: "envoy.filters.http.header_mutation", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}
-	hcm.HttpFilters = slices.Insert(hcm.HttpFilters, 1, f)
 }
 
 // newClient is a client that shows redirects as they are and gives up after 10 s.
