@@ -252,7 +252,7 @@ func playCase(t *testing.T, envoy *envoytest.Envoy, c envoyConfig, r exampleRout
 	}
 	route := envoytest.Route{Name: tc.route, Metadata: r.Metadata, VirtualHostMetadata: r.VirtualHostMetadata,
 		GRPCMetadata: r.GRPCMetadata, ProcessingMode: r.ProcessingMode}
-	upstream := simulatedUpstream(tc)
+	upstream := routerRemoves(simulatedUpstream(tc), r.ResponseHeadersToRemove)
 	var (
 		res envoytest.Result
 		err error
@@ -362,6 +362,20 @@ func simulatedUpstream(tc routeCase) envoytest.Upstream {
 			hs = append(hs, envoytest.Header{Key: kv[0], Value: kv[1]})
 		}
 		return envoytest.Response{Status: 200, Headers: hs}
+	}
+}
+
+// routerRemoves plays the router's response_headers_to_remove on the upstream's answers (not
+// on Envoy's own replies): the filters, ext_proc first, never see those headers.
+func routerRemoves(up envoytest.Upstream, names []string) envoytest.Upstream {
+	return func(req envoytest.Request) envoytest.Response {
+		res := up(req)
+		if !res.Local {
+			res.Headers = slices.DeleteFunc(slices.Clone(res.Headers), func(h envoytest.Header) bool {
+				return slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, h.Key) })
+			})
+		}
+		return res
 	}
 }
 

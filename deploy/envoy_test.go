@@ -117,6 +117,10 @@ type exampleRoute struct {
 	GRPCMetadata map[string]string
 	// ProcessingMode is the processing mode the route's ExtProcPerRoute overrides set.
 	ProcessingMode *extprocv3.ProcessingMode
+	// ResponseHeadersToRemove are the route's and its virtual host's
+	// response_headers_to_remove: Envoy's router drops them from the upstream's response
+	// before any filter sees it.
+	ResponseHeadersToRemove []string
 }
 
 // envoyRoutes returns envoy.yaml's routes by name.
@@ -138,6 +142,8 @@ func envoyRoutes(t *testing.T, c envoyConfig) map[string]exampleRoute {
 				VirtualHostMetadata: vh.GetMetadata(),
 				ExtProcDisabled:     per.GetDisabled(),
 				ProcessingMode:      per.GetOverrides().GetProcessingMode(),
+				ResponseHeadersToRemove: append(slices.Clone(r.GetResponseHeadersToRemove()),
+					vh.GetResponseHeadersToRemove()...),
 			}
 			for _, hv := range per.GetOverrides().GetGrpcInitialMetadata() {
 				if er.GRPCMetadata == nil {
