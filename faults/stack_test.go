@@ -168,9 +168,16 @@ func newStack(t *testing.T, bin realenvoy.Binary, replicas []string, edit func(*
 	})
 	realenvoy.Loopback(t, b, map[string]string{"cors-extproc": replicas[0], "demo-upstream": up.Addr})
 	realenvoy.SetEndpoints(t, b, "cors-extproc", replicas...)
-	if edit != nil {
-		editHCM(t, b, edit)
-	}
+	editHCM(t, b, func(hcm *hcmv3.HttpConnectionManager) {
+		editExtProc(t, hcm, func(p *extprocv3.ExternalProcessor) {
+			if got := p.GetMessageTimeout().AsDuration(); got != messageTimeout {
+				t.Fatalf("deploy/envoy.yaml's message_timeout is %v; the suite's bounds assume %v", got, messageTimeout)
+			}
+		})
+		if edit != nil {
+			edit(hcm)
+		}
+	})
 	e := realenvoy.Start(t, bin, b, realenvoy.Options{})
 	return &stack{envoy: e, base: e.URL(t, "http")}
 }
@@ -475,6 +482,6 @@ func (s *stack) extProc(t *testing.T, name string) int {
 }
 
 // noiseBound is how many of n requests may miss a healthy replica's reply by message_timeout
-// on a machine whose 2 cores are shared with other work (a CPU stall of 200 ms), in checks
+// on a machine whose 2 cores are shared with other work (a CPU stall that long), in checks
 // where a real fault would cost a large share of the requests: 1%.
 func noiseBound(n int) int { return n / 100 }

@@ -16,9 +16,9 @@ import (
 	"github.com/cors-extproc/cors-extproc/internal/servicetest"
 )
 
-// messageTimeout is deploy/envoy.yaml's ext_proc message_timeout; a request waits for it at
-// most once per phase (request headers, response headers).
-const messageTimeout = 200 * time.Millisecond
+// messageTimeout is deploy/envoy.yaml's ext_proc message_timeout (newStack checks it); a
+// request waits for it at most once per phase (request headers, response headers).
+const messageTimeout = 500 * time.Millisecond
 
 // hangBound is the most any request may take through a stalled or missing service: both
 // phases' message timeouts, and a second for a machine shared with other work.
