@@ -61,9 +61,12 @@ var egRouteCases = []routeCase{
 		headers: [][2]string{origin("https://shop.example.com"), egProbeCredentials},
 		status:  200,
 		cors:    h(acao, "https://shop.example.com", acac, "true", aceh, "x-cart-id", vary, "Accept-Encoding,Origin")},
-	{name: "storefront: no Origin, untouched (allow_origin_absent false)", route: egStorefront,
+	// cors-extproc leaves a request without an Origin alone (allow_origin_absent false), but the
+	// route's ResponseHeaderModifier has removed the upstream's ACAO before: the price of
+	// fail-open granting nothing (docs/failure-modes.md). The rest of the upstream's CORS stays.
+	{name: "storefront: no Origin, untouched but for the upstream's ACAO (allow_origin_absent false)", route: egStorefront,
 		headers: [][2]string{egProbeCredentials}, upstream: "cors",
-		status: 200, cors: h(acao, "https://upstream.example", acam, "GET")},
+		status: 200, cors: h(acam, "GET")},
 
 	// The Gateway's annotation, through the virtual host's metadata.
 	{name: "reports: Gateway default preflight", route: egReports, method: "OPTIONS",
@@ -105,7 +108,7 @@ func TestEnvoyGatewayRoutesBehave(t *testing.T) {
 					req.Headers = append(req.Headers, envoytest.Header{Key: kv[0], Value: kv[1]})
 				}
 				res, err := envoy.Do(context.Background(), envoytest.Route{Name: tc.route, Metadata: r.metadata, VirtualHostMetadata: r.vhostMetadata},
-					req, simulatedUpstream(tc))
+					req, routerRemoves(simulatedUpstream(tc), r.responseHeadersToRemove))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -231,7 +234,10 @@ func TestRealEnvoyGatewayRoutesBehave(t *testing.T) {
 
 // TestRealEnvoyGatewayFailsOpen: with cors-extproc unreachable, the translation's failOpen
 // lets requests through without CORS headers (browsers then refuse cross-origin reads) instead
-// of failing them.
+// of failing them, and grants nothing the policy would not: an upstream that sets its own
+// Access-Control-Allow-Origin loses it on every route with a policy, whether the HTTPRoute
+// names it or the Gateway's default applies (the rules' ResponseHeaderModifier,
+// docs/failure-modes.md).
 func TestRealEnvoyGatewayFailsOpen(t *testing.T) {
 	realenvoy.Pinned(t, egEnvoyMinor)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -246,6 +252,14 @@ func TestRealEnvoyGatewayFailsOpen(t *testing.T) {
 			headers: [][2]string{origin("https://bi.example.org"), {acrm, "GET"}}, status: 200, cors: h(vary, "Accept-Encoding")},
 		{name: "actual goes through undecorated", route: egReports, headers: [][2]string{origin("https://reports.example.com")},
 			status: 200, cors: h(vary, "Accept-Encoding")},
+		{name: "Gateway default: the upstream's ACAO removed from a foreign origin's actual", route: egReports,
+			headers: [][2]string{origin("https://evil.test")}, upstream: "cors", status: 200, cors: h(acam, "GET")},
+		{name: "Gateway default: the upstream's ACAO removed from a preflight", route: egReports, method: "OPTIONS",
+			headers: [][2]string{origin("https://evil.test"), {acrm, "GET"}}, upstream: "cors", status: 200, cors: h(acam, "GET")},
+		{name: "HTTPRoute's policy: the upstream's ACAO removed from an allowed origin's actual", route: egStorefront,
+			headers: [][2]string{origin("https://shop.example.com"), egProbeCredentials}, upstream: "cors", status: 200, cors: h(acam, "GET")},
+		{name: "HTTPRoute's policy: the upstream's ACAO removed from a foreign origin's actual", route: egStorefront,
+			headers: [][2]string{origin("https://evil.test"), egProbeCredentials}, upstream: "cors", status: 200, cors: h(acam, "GET")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tag := fmt.Sprintf("eg-open-%d", i)
@@ -339,4 +353,32 @@ func metadataMap(md *corev3.Metadata) map[string]any {
 		out[ns] = st.AsMap()
 	}
 	return out
+}
+
+// TestEnvoyGatewayFailOpenGrantsNothing is TestEnvoyFailOpenGrantsNothing for the translation:
+// with failOpen, every route that turns cors-extproc on and has a policy (its HTTPRoute's
+// annotation or the Gateway's) must remove the upstream's Access-Control-Allow-Origin (an
+// HTTPRoute rule's ResponseHeaderModifier), or an outage would pass it to the browser
+// unfiltered. TestRealEnvoyGatewayFailsOpen shows the outcome on Envoy 1.39.
+func TestEnvoyGatewayFailOpenGrantsNothing(t *testing.T) {
+	tr := loadEGTranslation(t)
+	if !tr.extProc.GetFailureModeAllow() {
+		t.Skip("fail-closed: nothing passes without cors-extproc")
+	}
+	policy := func(md *corev3.Metadata) any {
+		res := jsonList(jsonObject(metadataMap(md)["envoy-gateway"])["resources"])
+		if len(res) == 0 {
+			return nil
+		}
+		return jsonObject(jsonObject(res[0])["annotations"])["cors-policy"]
+	}
+	for name, r := range tr.routes {
+		hasPolicy := policy(r.metadata) != nil || policy(r.vhostMetadata) != nil
+		if !slices.Contains(r.filters, tr.extProcName) || !hasPolicy {
+			continue
+		}
+		if !slices.Contains(r.responseHeadersToRemove, acao) {
+			t.Errorf("route %s: carries a policy but keeps the upstream's ACAO, which fail-open would pass unfiltered", name)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,10 @@ type egRoute struct {
 	// filters are the filters the route turns on (typed_per_filter_config keys): Envoy Gateway
 	// puts policy filters in the chain disabled and enables them per route.
 	filters []string
+	// responseHeadersToRemove are the route's and its virtual host's
+	// response_headers_to_remove (an HTTPRoute rule's ResponseHeaderModifier removals): Envoy's
+	// router drops them from the upstream's response before any filter sees it.
+	responseHeadersToRemove []string
 }
 
 func loadEGTranslation(t *testing.T) egTranslation {
@@ -82,7 +87,8 @@ func loadEGTranslation(t *testing.T) egTranslation {
 	}
 	for _, vh := range tr.hcm.GetRouteConfig().GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
-			er := egRoute{host: vh.GetDomains()[0], prefix: r.GetMatch().GetPrefix(), metadata: r.GetMetadata(), vhostMetadata: vh.GetMetadata()}
+			er := egRoute{host: vh.GetDomains()[0], prefix: r.GetMatch().GetPrefix(), metadata: r.GetMetadata(), vhostMetadata: vh.GetMetadata(),
+				responseHeadersToRemove: append(slices.Clone(r.GetResponseHeadersToRemove()), vh.GetResponseHeadersToRemove()...)}
 			for name := range r.GetTypedPerFilterConfig() {
 				er.filters = append(er.filters, name)
 			}
