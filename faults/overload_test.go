@@ -29,10 +29,7 @@ func TestOverload(t *testing.T) {
 	requireFaults(t)
 	bin := servicetest.Build(t)
 	envoy := realenvoy.Newest(t)
-	addr := freeAddr(t)
-	svc := startReplica(t, bin, addr)
-	s := newStack(t, envoy, []string{addr}, nil)
-	s.waitOK(t, newClient())
+	svc, s, _ := startOne(t, bin, envoy)
 	d := 10 * time.Second
 	if short() {
 		d = 5 * time.Second

@@ -32,10 +32,7 @@ func TestRestart(t *testing.T) {
 	requireFaults(t)
 	bin := servicetest.Build(t)
 	envoy := realenvoy.Newest(t)
-	addr := freeAddr(t)
-	svc := startReplica(t, bin, addr)
-	s := newStack(t, envoy, []string{addr}, nil)
-	s.waitOK(t, newClient())
+	svc, s, addr := startOne(t, bin, envoy)
 
 	stop := s.background(loadRate(), loadMix, loadWorkers)
 	time.Sleep(phase(2 * time.Second))

@@ -27,10 +27,7 @@ func TestSlowService(t *testing.T) {
 	envoy := realenvoy.Newest(t)
 
 	t.Run("only replica", func(t *testing.T) {
-		addr := freeAddr(t)
-		svc := startReplica(t, bin, addr)
-		s := newStack(t, envoy, []string{addr}, nil)
-		s.waitOK(t, newClient())
+		svc, s, _ := startOne(t, bin, envoy)
 		stop := s.background(loadRate(), loadMix, loadWorkers)
 		time.Sleep(phase(2 * time.Second))
 		frozen := time.Now()

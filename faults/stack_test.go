@@ -241,6 +241,18 @@ func policiesFile(t *testing.T) string {
 
 // startReplica runs the binary on addr with the Deployment's flags (deploy/k8s/base/
 // deployment.yaml) and then extra.
+// startOne runs one replica of bin behind the Envoy release envoy, and waits until a request
+// is decorated: the setup of the scenarios that act on a single replica. It returns the
+// replica's address too, for a restart on the same address.
+func startOne(t *testing.T, bin string, envoy realenvoy.Binary) (*servicetest.Service, *stack, string) {
+	t.Helper()
+	addr := freeAddr(t)
+	svc := startReplica(t, bin, addr)
+	s := newStack(t, envoy, []string{addr}, nil)
+	s.waitOK(t, newClient())
+	return svc, s, addr
+}
+
 func startReplica(t *testing.T, bin, addr string, extra ...string) *servicetest.Service {
 	t.Helper()
 	args := append([]string{"--grpc-addr", addr, "--policies", policiesFile(t), "--dynamic-metadata",
