@@ -67,27 +67,17 @@ func ReadChains(name string, data []byte) ([]*Chain, error) {
 
 func chains(name string, docs []any) []*Chain {
 	var chains []*Chain
-	var visit func(v any)
-	visit = func(v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			if filters, ok := v["http_filters"].([]any); ok {
-				if c := chain(name, v, filters); c != nil {
-					chains = append(chains, c)
-				}
-				return
-			}
-			for _, e := range v {
-				visit(e)
-			}
-		case []any:
-			for _, e := range v {
-				visit(e)
-			}
-		}
-	}
 	for _, d := range docs {
-		visit(d)
+		eachObject(d, func(v map[string]any) bool {
+			filters, ok := v["http_filters"].([]any)
+			if !ok {
+				return false
+			}
+			if c := chain(name, v, filters); c != nil {
+				chains = append(chains, c)
+			}
+			return true
+		})
 	}
 	return chains
 }

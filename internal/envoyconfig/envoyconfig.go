@@ -111,38 +111,47 @@ func (o Options) walk(file string, doc any) ([]*Site, error) {
 		sites []*Site
 		errs  []error
 	)
-	var visit func(v any)
-	visit = func(v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			if found, ok, err := o.kubernetesSites(file, v); ok {
-				sites = append(sites, found...)
-				if err != nil {
-					errs = append(errs, err)
-				}
-				return
+	eachObject(doc, func(v map[string]any) bool {
+		if found, ok, err := o.kubernetesSites(file, v); ok {
+			sites = append(sites, found...)
+			if err != nil {
+				errs = append(errs, err)
 			}
-			if vhosts, ok := v["virtual_hosts"].([]any); ok {
-				for _, vh := range vhosts {
-					found, err := o.virtualHostSites(file, vh)
-					sites = append(sites, found...)
-					if err != nil {
-						errs = append(errs, err)
-					}
-				}
-				return
-			}
-			for _, e := range v {
-				visit(e)
-			}
-		case []any:
-			for _, e := range v {
-				visit(e)
+			return true
+		}
+		vhosts, ok := v["virtual_hosts"].([]any)
+		if !ok {
+			return false
+		}
+		for _, vh := range vhosts {
+			found, err := o.virtualHostSites(file, vh)
+			sites = append(sites, found...)
+			if err != nil {
+				errs = append(errs, err)
 			}
 		}
-	}
-	visit(doc)
+		return true
+	})
 	return sites, errors.Join(errs...)
+}
+
+// eachObject calls take on every JSON object in v, outermost first; where take reports that it
+// handled an object, the walk does not go into it. Read and ReadChains walk configuration this
+// way, whatever shape holds it (a bootstrap, an xDS dump, a Kubernetes resource).
+func eachObject(v any, take func(map[string]any) bool) {
+	switch v := v.(type) {
+	case map[string]any:
+		if take(v) {
+			return
+		}
+		for _, e := range v {
+			eachObject(e, take)
+		}
+	case []any:
+		for _, e := range v {
+			eachObject(e, take)
+		}
+	}
 }
 
 // virtualHostSites returns a virtual host's site and those of its routes.
